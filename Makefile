@@ -1,0 +1,31 @@
+# Sensei Auth — the two commands of the README's quick start: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test install bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make run: install, create the SQLite database and signing key, print demo credentials once, serve on :8000
+run: $(STAMP)
+	$(BIN)/sensei init --demo
+	$(BIN)/sensei serve
+
+## make test: the whole suite (PostgreSQL/Redis runs too when SENSEI_TEST_DATABASE_URL/REDIS_URL are set)
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## make bench: token-endpoint throughput against a bare Flask endpoint (needs wrk)
+bench: $(STAMP)
+	$(BIN)/python bench/token_endpoint.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,122 @@
+"""Sensei Auth: an OAuth 2.0 authorization server and API-credential service."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from flask import Flask
+from sqlalchemy import event
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from app.config import PROJECT_ROOT, Settings, load_settings
+from app.extensions import csrf, db
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app. ``config`` overrides settings by name, e.g. ``{"DATABASE_URL": ...}``."""
+    settings = load_settings(config)
+    app = Flask(
+        __name__,
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    configure(app, settings)
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_request_hooks(app)
+    register_cli(app)
+    return app
+
+
+def configure(app: Flask, settings: Settings) -> None:
+    app.config.update(
+        SETTINGS=settings,
+        SECRET_KEY=settings.SECRET_KEY,
+        SQLALCHEMY_DATABASE_URI=database_uri(settings.DATABASE_URL),
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        MAX_CONTENT_LENGTH=1024 * 1024,
+        SESSION_COOKIE_NAME="sensei_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.production,
+        PERMANENT_SESSION_LIFETIME=settings.SESSION_TTL,
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
+        WTF_CSRF_SSL_STRICT=False,  # SameSite=Lax cookies + token; Referer is stripped by our policy
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if settings.TRUSTED_PROXIES:
+        n = settings.TRUSTED_PROXIES
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0)  # type: ignore[method-assign]
+
+
+def database_uri(url: str) -> str:
+    """psycopg 3 is the PostgreSQL driver; accept the plain ``postgresql://`` spelling too."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def register_extensions(app: Flask) -> None:
+    from app.oauth.server import init_oauth
+    from app.services.signing_keys import KeyRing
+
+    settings: Settings = app.config["SETTINGS"]
+    if settings.DATABASE_URL.startswith("sqlite:"):
+        path = settings.DATABASE_URL.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            from pathlib import Path
+
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db.init_app(app)
+    if settings.DATABASE_URL.startswith("sqlite:"):
+        with app.app_context():
+            event.listen(db.engine, "connect", _sqlite_pragmas)
+    csrf.init_app(app)
+    app.extensions["sensei.keyring"] = KeyRing(
+        keys_dir=settings.KEYS_DIR, access_token_ttl=settings.ACCESS_TOKEN_TTL
+    )
+    init_oauth(app)
+
+
+def register_blueprints(app: Flask) -> None:
+    from app.api import bp as api_bp
+    from app.oauth.views import bp as oauth_bp
+    from app.web.auth import bp as auth_bp
+    from app.web.consent import bp as consent_bp
+
+    csrf.exempt(api_bp)
+    csrf.exempt(oauth_bp)
+    for blueprint in (api_bp, oauth_bp, auth_bp, consent_bp):
+        app.register_blueprint(blueprint)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    from app.errors import register_errorhandlers as register
+
+    register(app)
+
+
+def register_request_hooks(app: Flask) -> None:
+    from app.observability import register_request_logging
+    from app.security.headers import register_security_headers
+
+    register_request_logging(app)
+    register_security_headers(app)
+
+
+def register_cli(app: Flask) -> None:
+    from app.cli import COMMANDS
+
+    for command in COMMANDS:
+        app.cli.add_command(command)

@@ -1,0 +1,7 @@
+"""The /v1 API. Every non-2xx answer is the envelope of SPEC §9 (see app/errors.py)."""
+
+from flask import Blueprint
+
+bp = Blueprint("api", __name__, url_prefix="/v1")
+
+from app.api import me  # noqa: E402,F401  (routes register on import)

@@ -1,0 +1,33 @@
+"""GET /v1/me: who the bearer is (SPEC §2). Needs no particular scope."""
+
+from __future__ import annotations
+
+from flask import g
+
+from app.api import bp
+from app.api.auth import require_principal
+from app.services import principals as principal_service
+from app.services import scopes as scope_rules
+
+
+@bp.get("/me")
+@require_principal()
+def me():
+    principal = g.principal
+    org = principal_service.organization_of(principal)
+    body = {
+        "object": "principal",
+        "organization": {"id": org.id, "name": org.name, "tier": org.tier},
+        "principal": {
+            "type": principal.type,
+            "id": principal.id,
+            "name": principal_service.display_name(principal),
+        },
+        "credential": {"type": principal.credential, "id": principal.credential_id},
+        "scopes": scope_rules.to_string(principal.scopes).split(),
+    }
+    if principal.environment:
+        body["environment"] = principal.environment
+    if principal.client_id:
+        body["client_id"] = principal.client_id
+    return body

@@ -1,0 +1,256 @@
+"""The ``sensei`` command group (SPEC §1): thin wrappers over the services.
+
+Every command takes ``--json`` and then prints exactly one JSON object. Bad input exits
+with status 1 and one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from datetime import datetime, timezone
+from functools import wraps
+
+import click
+from flask import current_app
+from flask.cli import FlaskGroup, with_appcontext
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from app.config import PROJECT_ROOT, ConfigError, load_settings
+from app.errors import ApiError
+from app.extensions import db
+from app.models import Organization
+from app.services import api_keys as key_service
+from app.services import clients as client_service
+from app.services import orgs as org_service
+from app.services import schema, signing_keys
+from app.services import tokens as token_service
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def command(name: str):
+    """A CLI command that runs in the app context and turns domain errors into one line."""
+
+    def decorator(fn):
+        @click.command(name)
+        @json_option
+        @with_appcontext
+        @wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except ApiError as error:
+                _fail(error.message)
+            except signing_keys.SigningKeyMissing as error:
+                _fail(str(error))
+            except (OperationalError, ProgrammingError) as error:
+                _fail(f"database error ({type(error.orig).__name__}); did you run `sensei init`?")
+
+        return wrapper
+
+    return decorator
+
+
+def _emit(as_json: bool, payload: dict, lines: list[str]) -> None:
+    if as_json:
+        click.echo(json.dumps(payload))
+    else:
+        for line in lines:
+            click.echo(line)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if value else None
+
+
+def _parse_time(value: str | None, param: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError("invalid_request", f"{param} must be an ISO 8601 date-time", param=param) from None
+    if parsed.tzinfo is None:
+        raise ApiError("invalid_request", f"{param} must include a timezone (e.g. Z)", param=param)
+    return parsed
+
+
+@command("init")
+@click.option("--demo", is_flag=True, help="On the first run, create a demo org, owner and admin key.")
+def init_command(as_json: bool, demo: bool) -> None:
+    """Create or upgrade the schema and create a signing key if there is none."""
+    settings = current_app.config["SETTINGS"]
+    before, after = schema.upgrade_schema()
+    key, created = signing_keys.ensure_signing_key(keys_dir=settings.KEYS_DIR)
+    payload: dict = {"schema_revision": after, "previous_revision": before, "signing_key": key.kid,
+                     "signing_key_created": created}
+    lines = [f"Schema at revision {after}.", f"Signing key {key.kid}{' created' if created else ''}."]
+    if demo and not db.session.scalar(select(func.count()).select_from(Organization)):
+        payload["demo"] = _create_demo()
+        d = payload["demo"]
+        lines += [
+            "",
+            "Demo organization created. These credentials are shown only this once:",
+            f"  Organization:  {d['org_id']} ({d['org_name']})",
+            f"  Sign in at:    {settings.ISSUER}/login",
+            f"  Email:         {d['email']}",
+            f"  Password:      {d['password']}",
+            f"  Admin API key: {d['api_key']}",
+            "",
+        ]
+    _emit(as_json, payload, lines)
+
+
+def _create_demo() -> dict:
+    org = org_service.create_org(name="Demo Org", tier="free")
+    password = secrets.token_urlsafe(12)
+    user = org_service.create_user(org_id=org.id, email="owner@example.com", password=password, role="owner")
+    key, plaintext = key_service.create_api_key(
+        org_id=org.id, name="Bootstrap admin key", scopes=["*"], created_by=user.id
+    )
+    return {"org_id": org.id, "org_name": org.name, "user_id": user.id, "email": user.email,
+            "password": password, "api_key_id": key.id, "api_key": plaintext}
+
+
+@command("create-org")
+@click.argument("name")
+@click.option("--tier", default="free", type=click.Choice(["free", "starter", "professional", "enterprise"]))
+def create_org_command(as_json: bool, name: str, tier: str) -> None:
+    """Create an organization."""
+    org = org_service.create_org(name=name, tier=tier)
+    _emit(as_json, {"id": org.id, "object": "organization", "name": org.name, "tier": org.tier,
+                    "created_at": _iso(org.created_at)}, [org.id])
+
+
+@command("create-user")
+@click.argument("email")
+@click.option("--org", "org_id", required=True, help="Organization id (org_...).")
+@click.option("--role", required=True, help="owner, admin, developer or viewer.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def create_user_command(as_json: bool, email: str, org_id: str, role: str, password_stdin: bool) -> None:
+    """Create a user in an organization (the password is read from stdin or prompted)."""
+    org_service.get_org(org_id)
+    if role not in ("owner", "admin", "developer", "viewer"):
+        raise ApiError("invalid_request", "role must be one of: owner, admin, developer, viewer")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    user = org_service.create_user(org_id=org_id, email=email, password=password, role=role)
+    _emit(as_json, {"id": user.id, "object": "user", "email": user.email, "org_id": user.org_id,
+                    "role": user.role, "created_at": _iso(user.created_at)}, [user.id])
+
+
+@command("create-api-key")
+@click.option("--org", "org_id", required=True, help="Organization id (org_...).")
+@click.option("--name", required=True)
+@click.option("--scopes", required=True, help='Space-separated, e.g. "migrations:read migrations:write".')
+@click.option("--test", "test_key", is_flag=True, help="Create an sk_test_ key instead of sk_live_.")
+@click.option("--expires-at", default=None, help="ISO 8601 date-time with timezone.")
+def create_api_key_command(as_json: bool, org_id: str, name: str, scopes: str, test_key: bool,
+                           expires_at: str | None) -> None:
+    """Create an API key and print it (the only time it is shown)."""
+    org_service.get_org(org_id)
+    key, plaintext = key_service.create_api_key(
+        org_id=org_id, name=name, scopes=scopes.split(), environment="test" if test_key else "live",
+        expires_at=_parse_time(expires_at, "expires_at"),
+    )
+    _emit(as_json, {"id": key.id, "object": "api_key", "key": plaintext, "name": key.name,
+                    "scopes": key.scope.split(), "environment": key.environment,
+                    "expires_at": _iso(key.expires_at), "created_at": _iso(key.created_at)}, [plaintext])
+
+
+@command("create-client")
+@click.option("--org", "org_id", required=True, help="Organization id (org_...).")
+@click.option("--name", required=True)
+@click.option("--redirect-uri", "redirect_uris", multiple=True, help="Exact redirect URI; repeat for more.")
+@click.option("--scopes", required=True, help="Space-separated scopes the client may request.")
+@click.option("--public", is_flag=True, help="A public client (no secret; PKCE required).")
+def create_client_command(as_json: bool, org_id: str, name: str, redirect_uris: tuple[str, ...], scopes: str,
+                          public: bool) -> None:
+    """Register an OAuth client and print its client_id and client_secret."""
+    client, secret = client_service.create_client(
+        org_id=org_id, name=name, redirect_uris=list(redirect_uris), scopes=scopes.split(), public=public
+    )
+    payload = {"client_id": client.client_id, "client_secret": secret, "object": "oauth_client",
+               "name": client.name, "org_id": client.org_id, "public": client.is_public,
+               "redirect_uris": client.redirect_uris, "grant_types": client.grant_types.split(),
+               "scopes": client.scope.split()}
+    lines = [f"client_id:     {client.client_id}"]
+    if secret:
+        lines.append(f"client_secret: {secret}")
+    _emit(as_json, payload, lines)
+
+
+@command("rotate-signing-key")
+def rotate_signing_key_command(as_json: bool) -> None:
+    """Sign with a new key from now on; keep the old ones published until their tokens expire."""
+    settings = current_app.config["SETTINGS"]
+    new, retired = signing_keys.rotate_signing_key(keys_dir=settings.KEYS_DIR)
+    _emit(as_json, {"signing_key": new.kid, "retired": retired},
+          [f"New signing key {new.kid}; retired {', '.join(retired) or 'none'}."])
+
+
+@command("prune")
+def prune_command(as_json: bool) -> None:
+    """Delete expired codes, refresh tokens, revocations, sessions and signing keys."""
+    settings = current_app.config["SETTINGS"]
+    counts = token_service.prune()
+    counts["user_sessions"] = org_service.prune_sessions(datetime.now(timezone.utc))
+    removed = signing_keys.prune_signing_keys(keys_dir=settings.KEYS_DIR,
+                                              access_token_ttl=settings.ACCESS_TOKEN_TTL)
+    counts["signing_keys"] = len(removed)
+    _emit(as_json, {"deleted": counts}, [f"{name}: {n} deleted" for name, n in counts.items()])
+
+
+@click.command("serve")
+@json_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=lambda: int(os.environ.get("SENSEI_WORKERS", "2")), type=click.IntRange(1, 64))
+def serve_command(as_json: bool, host: str, port: int, workers: int) -> None:
+    """Serve under gunicorn."""
+    argv = [sys.executable, "-m", "gunicorn", "--chdir", str(PROJECT_ROOT), "--bind", f"{host}:{port}",
+            "--workers", str(workers), "--worker-class", "gthread", "--threads", "4",
+            "--graceful-timeout", "20", "--timeout", "30", "--forwarded-allow-ips", "127.0.0.1",
+            "app:create_app()"]
+    if as_json:
+        click.echo(json.dumps({"serving": f"http://{host}:{port}", "workers": workers}))
+    else:
+        click.echo(f"Serving Sensei Auth on http://{host}:{port} ({workers} workers)")
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)
+
+
+COMMANDS = [
+    init_command,
+    create_org_command,
+    create_user_command,
+    create_api_key_command,
+    create_client_command,
+    rotate_signing_key_command,
+    prune_command,
+    serve_command,
+]
+
+
+def main() -> None:
+    """Entry point of the ``sensei`` console script."""
+    try:
+        load_settings()
+    except ConfigError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)
+    from app import create_app
+
+    FlaskGroup(create_app=create_app, add_default_commands=False, add_version_option=False,
+               load_dotenv=False, set_debug_flag=False)(prog_name="sensei")

@@ -1,0 +1,21 @@
+"""SQLAlchemy models, one module per aggregate. Importing this registers every table."""
+
+from app.models.api_key import ApiKey
+from app.models.client import Consent, OAuthClient
+from app.models.org import ROLES, TIERS, Organization, User, UserSession
+from app.models.token import AuthorizationCode, RefreshToken, RevokedAccessToken, SigningKey
+
+__all__ = [
+    "ApiKey",
+    "AuthorizationCode",
+    "Consent",
+    "OAuthClient",
+    "Organization",
+    "RefreshToken",
+    "RevokedAccessToken",
+    "ROLES",
+    "SigningKey",
+    "TIERS",
+    "User",
+    "UserSession",
+]

@@ -1,0 +1,33 @@
+"""API keys (``sk_live_`` / ``sk_test_``), stored only as digests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.extensions import db
+from app.models.base import UTCDateTime, utcnow
+
+
+class ApiKey(db.Model):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    key_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    environment: Mapped[str] = mapped_column(String(4))
+    last4: Mapped[str] = mapped_column(String(4))
+    scope: Mapped[str] = mapped_column(Text)
+    ip_whitelist: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_by: Mapped[str | None] = mapped_column(String(32), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    @property
+    def prefix(self) -> str:
+        return f"sk_{self.environment}_"

@@ -1,0 +1,46 @@
+"""Column types and identifiers shared by every model."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from datetime import datetime, timezone
+
+from sqlalchemy import DateTime, TypeDecorator
+
+BASE62 = string.digits + string.ascii_letters
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def random_base62(length: int) -> str:
+    return "".join(secrets.choice(BASE62) for _ in range(length))
+
+
+def new_id(prefix: str) -> str:
+    """A random, non-sequential public id such as ``org_4fK...`` (20 base62 chars, 119 bits)."""
+    return f"{prefix}_{random_base62(20)}"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect):  # type: ignore[override]
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect):  # type: ignore[override]
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)

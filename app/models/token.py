@@ -1,0 +1,92 @@
+"""Authorization codes, refresh-token families and revoked access tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.extensions import db
+from app.models.base import UTCDateTime, utcnow
+
+
+class AuthorizationCode(db.Model):
+    """RFC 6749 §4.1.2: single use, short-lived, bound to client, redirect URI and PKCE."""
+
+    __tablename__ = "authorization_codes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    code_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    client_id: Mapped[str] = mapped_column(ForeignKey("oauth_clients.client_id"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    scope: Mapped[str] = mapped_column(Text)
+    code_challenge: Mapped[str | None] = mapped_column(String(128), default=None)
+    code_challenge_method: Mapped[str | None] = mapped_column(String(10), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # What the one successful redemption issued, so that a replay can revoke it.
+    issued_jti: Mapped[str | None] = mapped_column(String(64), default=None)
+    issued_access_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    issued_family_id: Mapped[str | None] = mapped_column(String(32), default=None)
+
+    # Authlib's AuthorizationCodeMixin
+    def get_redirect_uri(self) -> str:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
+
+class RefreshToken(db.Model):
+    """One link of a rotation chain; every link of a grant shares ``family_id``."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    family_id: Mapped[str] = mapped_column(String(32), index=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    client_id: Mapped[str] = mapped_column(ForeignKey("oauth_clients.client_id"), index=True)
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), index=True, default=None)
+    scope: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # The access token issued together with this refresh token.
+    access_jti: Mapped[str] = mapped_column(String(64))
+    access_expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    # Authlib's TokenMixin
+    def check_client(self, client) -> bool:
+        return client.client_id == self.client_id
+
+    def get_scope(self) -> str:
+        return self.scope
+
+
+class RevokedAccessToken(db.Model):
+    """Access tokens are self-contained JWTs; revoking one records its ``jti`` until it expires."""
+
+    __tablename__ = "revoked_access_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(32))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    reason: Mapped[str] = mapped_column(String(40))
+
+
+class SigningKey(db.Model):
+    """Metadata of an RS256 signing key; the private PEM lives in ``SENSEI_KEYS_DIR``."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    public_jwk: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -1,0 +1,71 @@
+"""Client authentication (RFC 6749 §2.3), stricter than Authlib's defaults.
+
+* ``client_secret_basic`` decodes both halves as form-urlencoded (§2.3.1), so secrets
+  containing ``+``, ``%`` or ``:`` work, and garbage headers fail cleanly.
+* One method per request (§2.3): credentials in the body are ignored when an
+  ``Authorization`` header is present, and a Basic header never falls back to the body.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from urllib.parse import unquote_plus
+
+MAX_CREDENTIAL_LENGTH = 512
+
+
+def parse_basic_authorization(header: str | None) -> tuple[str, str] | None:
+    if not header or len(header) > 4 * MAX_CREDENTIAL_LENGTH:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        return None
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+def _has_authorization_header(request) -> bool:
+    return bool(request.headers.get("Authorization"))
+
+
+def _usable(value: str | None) -> bool:
+    return bool(value) and len(value) <= MAX_CREDENTIAL_LENGTH and "\x00" not in value  # type: ignore[operator]
+
+
+def authenticate_client_secret_basic(query_client, request):
+    credentials = parse_basic_authorization(request.headers.get("Authorization"))
+    if credentials is None or not all(_usable(v) for v in credentials):
+        return None
+    client = query_client(credentials[0])
+    if client is not None and client.check_client_secret(credentials[1]):
+        return client
+    return None
+
+
+def authenticate_client_secret_post(query_client, request):
+    if _has_authorization_header(request):
+        return None
+    client_id = request.form.get("client_id")
+    secret = request.form.get("client_secret")
+    if not (_usable(client_id) and _usable(secret)):
+        return None
+    client = query_client(client_id)
+    if client is not None and client.check_client_secret(secret):
+        return client
+    return None
+
+
+def authenticate_none(query_client, request):
+    if _has_authorization_header(request) or request.form.get("client_secret"):
+        return None
+    client_id = request.form.get("client_id")
+    if not _usable(client_id):
+        return None
+    return query_client(client_id)

@@ -1,0 +1,216 @@
+"""Token revocation (RFC 7009) and introspection (RFC 7662).
+
+Both accept OAuth client authentication or ``Authorization: Bearer <API key>``. The caller
+sees only tokens of its own organization; anything else is ``{"active": false}`` (and a
+revocation of it is a silent no-op, RFC 7009 §2.2), so nothing leaks across tenants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from authlib.common.errors import AuthlibHTTPError
+from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+
+from app.extensions import db
+from app.models import ApiKey, RefreshToken
+from app.models.base import utcnow
+from app.oauth.grants import ALL_CLIENT_AUTH, CONFIDENTIAL_CLIENT_AUTH
+from app.oauth.tokens import decode_access_token
+from app.services import api_keys as key_service
+from app.services import tokens as token_service
+
+
+class InvalidApiKeyError(InvalidClientError):
+    """401 for a bad Bearer API key, challenging with the scheme the caller used (RFC 6750 §3)."""
+
+    status_code = 401
+    description = "Invalid API key provided."
+
+    def get_headers(self):
+        return [*AuthlibHTTPError.get_headers(self), ("WWW-Authenticate", 'Bearer error="invalid_token"')]
+
+
+@dataclass
+class ApiKeyCaller:
+    """An API key standing in for a client at these two endpoints."""
+
+    key: ApiKey
+
+    @property
+    def org_id(self) -> str:
+        return self.key.org_id
+
+    client_id = None
+
+
+@dataclass
+class FoundToken:
+    """A token of any kind, reduced to what these endpoints need."""
+
+    kind: str  # "access_token" | "refresh_token" | "api_key"
+    org_id: str
+    client_id: str | None
+    expires_at: datetime | None
+    revoked: bool
+    claims: dict[str, Any]
+    row: Any = None
+
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= utcnow()
+
+    def is_revoked(self) -> bool:
+        return self.revoked
+
+    def check_client(self, client) -> bool:
+        return client.client_id == self.client_id
+
+
+def _timestamp(value: datetime | None) -> int | None:
+    return int(value.timestamp()) if value else None
+
+
+def find_token(token: str) -> FoundToken | None:
+    """Look the string up as an API key, a refresh token or one of our JWTs (hints are ignored,
+    as RFC 7662 §2.1 allows: we always search every type)."""
+    if not isinstance(token, str) or not token or len(token) > token_service.MAX_TOKEN_LENGTH:
+        return None
+    if token.startswith("sk_"):
+        key = key_service.find_active_key(token)
+        if key is None:
+            return None
+        return FoundToken(
+            kind="api_key",
+            org_id=key.org_id,
+            client_id=None,
+            expires_at=key.expires_at,
+            revoked=False,
+            claims={
+                "scope": key.scope,
+                "sub": key.id,
+                "iat": _timestamp(key.created_at),
+                "exp": _timestamp(key.expires_at),
+                "environment": key.environment,
+            },
+            row=key,
+        )
+    if token.startswith("rt_"):
+        row: RefreshToken | None = token_service.find_refresh_token_for_introspection(token)
+        if row is None:
+            return None
+        return FoundToken(
+            kind="refresh_token",
+            org_id=row.org_id,
+            client_id=row.client_id,
+            expires_at=row.expires_at,
+            revoked=row.revoked_at is not None or row.used_at is not None,
+            claims={
+                "scope": row.scope,
+                "client_id": row.client_id,
+                "sub": row.user_id,
+                "iat": _timestamp(row.created_at),
+                "exp": _timestamp(row.expires_at),
+            },
+            row=row,
+        )
+    claims = decode_access_token(token, check_expiry=False)
+    if claims is None:
+        return None
+    return FoundToken(
+        kind="access_token",
+        org_id=claims["org"],
+        client_id=claims["client_id"],
+        expires_at=datetime.fromtimestamp(claims["exp"], timezone.utc),
+        revoked=token_service.is_access_token_revoked(claims["jti"]),
+        claims=claims,
+    )
+
+
+class _CallerAuthentication:
+    """Mixin: a Bearer API key or the usual client authentication."""
+
+    def authenticate_endpoint_client(self, request):
+        header = request.headers.get("Authorization", "")
+        scheme, _, credential = header.partition(" ")
+        if scheme.lower() == "bearer":
+            key = key_service.find_active_key(credential.strip())
+            if key is None:
+                raise InvalidApiKeyError()
+            key_service.touch_last_used(key)
+            request.client = ApiKeyCaller(key)
+            return request.client
+        return super().authenticate_endpoint_client(request)  # type: ignore[misc]
+
+    def check_params(self, request, client):
+        if not request.form.get("token"):
+            raise InvalidRequestError("Missing 'token' parameter.")
+        if len(request.form.getlist("token")) > 1:
+            raise InvalidRequestError("Multiple 'token' parameters.")
+
+
+class Revocation(_CallerAuthentication, RevocationEndpoint):
+    """RFC 7009. A client revokes its own tokens; an API key, any token of its organization."""
+
+    CLIENT_AUTH_METHODS = ALL_CLIENT_AUTH
+
+    def authenticate_token(self, request, client):
+        self.check_params(request, client)
+        found = find_token(request.form["token"])
+        if found is None or found.kind == "api_key" or found.org_id != client.org_id:
+            return None
+        if not isinstance(client, ApiKeyCaller) and not found.check_client(client):
+            return None
+        return found
+
+    def query_token(self, token_string, token_type_hint):
+        return find_token(token_string)
+
+    def revoke_token(self, token: FoundToken, request):
+        if token.kind == "refresh_token":
+            token_service.revoke_refresh_token(token.row)
+        else:
+            token_service.revoke_access_token(
+                jti=token.claims["jti"], org_id=token.org_id, expires_at=token.expires_at, reason="revoked"
+            )
+            db.session.commit()
+
+
+class Introspection(_CallerAuthentication, IntrospectionEndpoint):
+    """RFC 7662 for access tokens, refresh tokens and API keys of the caller's organization."""
+
+    CLIENT_AUTH_METHODS = CONFIDENTIAL_CLIENT_AUTH
+
+    def authenticate_token(self, request, client):
+        self.check_params(request, client)
+        found = find_token(request.form["token"])
+        if found is not None and found.org_id == client.org_id:
+            return found
+        return None
+
+    def query_token(self, token_string, token_type_hint):
+        return find_token(token_string)
+
+    def check_permission(self, token, client, request):
+        return token.org_id == client.org_id
+
+    def introspect_token(self, token: FoundToken) -> dict[str, Any]:
+        claims = token.claims
+        payload = {
+            "active": True,
+            "token_type": token.kind,
+            "scope": claims.get("scope", ""),
+            "client_id": claims.get("client_id"),
+            "sub": claims.get("sub"),
+            "iss": claims.get("iss"),
+            "aud": claims.get("aud"),
+            "exp": claims.get("exp"),
+            "iat": claims.get("iat"),
+            "jti": claims.get("jti"),
+            "org": token.org_id,
+            "environment": claims.get("environment"),
+        }
+        return {k: v for k, v in payload.items() if v is not None}

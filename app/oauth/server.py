@@ -1,0 +1,106 @@
+"""The Authlib AuthorizationServer, configured once: grants, client auth, endpoints, tokens."""
+
+from __future__ import annotations
+
+import os
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidScopeError
+from flask import Flask, current_app
+
+from app.oauth import client_auth
+from app.oauth.clients import query_client
+from app.oauth.endpoints import Introspection, Revocation
+from app.oauth.grants import AuthorizationCodeGrant, ClientCredentialsGrant, RefreshTokenGrant
+from app.oauth.pkce import StrictCodeChallenge
+from app.oauth.tokens import AccessTokenGenerator
+from app.services import scopes as scope_rules
+from app.services import tokens as token_service
+
+
+class SenseiAuthorizationServer(AuthorizationServer):
+    def init_app(self, app: Flask, query_client=query_client, save_token=None) -> None:  # type: ignore[override]
+        # Transport security is enforced by our own middleware (HTTPS mode, SPEC §11), which
+        # also understands trusted proxies; Authlib's URL-based check would turn into a 500.
+        os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
+        super().init_app(app, query_client=query_client, save_token=save_token_response)
+        settings = app.config["SETTINGS"]
+        self.register_token_generator(
+            "default",
+            AccessTokenGenerator(
+                issuer=settings.ISSUER, audience=settings.AUDIENCE, access_ttl=settings.ACCESS_TOKEN_TTL
+            ),
+        )
+        self.register_client_auth_method("client_secret_basic", client_auth.authenticate_client_secret_basic)
+        self.register_client_auth_method("client_secret_post", client_auth.authenticate_client_secret_post)
+        self.register_client_auth_method("none", client_auth.authenticate_none)
+        self.register_grant(AuthorizationCodeGrant, [StrictCodeChallenge()])
+        self.register_grant(RefreshTokenGrant)
+        self.register_grant(ClientCredentialsGrant)
+        self.register_endpoint(Revocation)
+        self.register_endpoint(Introspection)
+
+    def load_config(self, config) -> None:
+        # Token generation is ours (JWTs); skip Authlib's bearer generator set-up.
+        self.scopes_supported = list(scope_rules.CATALOGUE)
+
+    def validate_requested_scope(self, scope: str | None) -> None:
+        """Every requested scope must be in the catalogue or be one of its wildcards."""
+        try:
+            scope_rules.parse(scope)
+        except scope_rules.ScopeError:
+            raise InvalidScopeError("Unknown scope requested.") from None
+
+    def authenticate_client(self, request, methods, endpoint="token"):
+        try:
+            return super().authenticate_client(request, methods, endpoint)
+        except InvalidClientError as error:
+            # Authlib's message lists our method names; say what went wrong instead.
+            error.description = "Client authentication failed: unknown client or wrong credentials."
+            raise
+
+    def send_signal(self, name, *args, **kwargs) -> None:
+        pass  # no Flask signal receivers; audit events are recorded by the services
+
+
+def save_token_response(token: dict, request) -> None:
+    """Persist what the token response carries (Authlib calls this before responding)."""
+    issued = token.pop("_issued")
+    grant_type = request.payload.grant_type
+    if grant_type == "client_credentials":
+        return  # self-contained JWT: nothing to store until it is revoked
+    refresh_ttl = current_app.config["SETTINGS"].REFRESH_TOKEN_TTL
+    if grant_type == "authorization_code":
+        token_service.record_issue(
+            access=issued,
+            refresh_token=token.get("refresh_token"),
+            org_id=request.client.org_id,
+            client_id=request.client.client_id,
+            user_id=request.user.id,
+            scope=token["scope"],
+            refresh_ttl=refresh_ttl,
+            code=request.authorization_code,
+        )
+    elif grant_type == "refresh_token":
+        previous = request.refresh_token
+        token_service.record_issue(
+            access=issued,
+            refresh_token=token.get("refresh_token"),
+            org_id=previous.org_id,
+            client_id=previous.client_id,
+            user_id=previous.user_id,
+            scope=previous.scope,  # RFC 6749 §6: the new refresh token keeps the original scope
+            refresh_ttl=refresh_ttl,
+            family_id=previous.family_id,
+        )
+
+
+def init_oauth(app: Flask) -> None:
+    """One AuthorizationServer per app (tests build several apps in one process)."""
+    server = SenseiAuthorizationServer()
+    server.init_app(app)
+    app.extensions["sensei.oauth"] = server
+
+
+def authorization_server() -> SenseiAuthorizationServer:
+    return current_app.extensions["sensei.oauth"]

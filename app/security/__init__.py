@@ -1,0 +1,1 @@
+"""Password hashing, secret digests, page headers: the security primitives."""

@@ -1,0 +1,119 @@
+"""OAuth client registration and secret checks (RFC 6749 §2, RFC 8252 §7.3 for loopback)."""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+
+from app.errors import ApiError
+from app.extensions import db
+from app.models import OAuthClient
+from app.models.base import random_base62
+from app.security.digests import digest, matches
+from app.services import scopes as scope_rules
+from app.services.orgs import get_org, sane_id
+
+MAX_REDIRECT_URIS = 20
+MAX_REDIRECT_URI_LENGTH = 2000
+
+
+def redirect_uri_problem(uri: str) -> str | None:
+    """Why ``uri`` cannot be registered, or None. Exact URIs only: no wildcards, no fragments."""
+    if not isinstance(uri, str) or not uri or len(uri) > MAX_REDIRECT_URI_LENGTH:
+        return "must be a URI of at most 2000 characters"
+    if any(ord(c) < 0x21 or ord(c) > 0x7E for c in uri):
+        return "must be printable ASCII without spaces"
+    try:
+        parts = urlsplit(uri)
+        host = parts.hostname
+    except ValueError:
+        return "is not a valid URI"
+    if parts.fragment or "#" in uri:
+        return "must not contain a fragment (RFC 6749 §3.1.2)"
+    if "*" in uri:
+        return "must not contain wildcards"
+    if parts.scheme == "https":
+        return None if host else "must have a host"
+    if parts.scheme == "http":
+        if host in ("localhost",) or _is_loopback(host):
+            return None
+        return "must use https (http is allowed only for loopback addresses)"
+    if parts.scheme and "." in parts.scheme and parts.path:
+        return None  # private-use scheme of a native app, RFC 8252 §7.1
+    return "must be an https URI, an http loopback URI or a reverse-domain private-use scheme"
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_client(
+    *,
+    org_id: str,
+    name: str,
+    redirect_uris: list[str],
+    scopes: list[str] | str,
+    public: bool = False,
+    created_by: str | None = None,
+) -> tuple[OAuthClient, str | None]:
+    """Register a client; returns it with its secret in plaintext (None for a public client)."""
+    get_org(org_id)
+    name = (name or "").strip()
+    if not name or len(name) > 200 or "\x00" in name:
+        raise ApiError("invalid_request", "Name must be 1-200 characters", param="name")
+    if len(redirect_uris) > MAX_REDIRECT_URIS:
+        raise ApiError("invalid_request", f"At most {MAX_REDIRECT_URIS} redirect URIs", param="redirect_uris")
+    for uri in redirect_uris:
+        problem = redirect_uri_problem(uri)
+        if problem:
+            raise ApiError("invalid_request", f"Redirect URI {uri[:200]!r} {problem}", param="redirect_uris")
+    if public and not redirect_uris:
+        raise ApiError("invalid_request", "A public client needs at least one redirect URI", param="redirect_uris")
+    try:
+        requested = scope_rules.parse(scopes)
+    except scope_rules.ScopeError as error:
+        raise ApiError("invalid_request", str(error), param="scopes") from None
+    if not requested:
+        raise ApiError("invalid_request", "At least one scope is required", param="scopes")
+    grant_types = []
+    if redirect_uris:
+        grant_types += ["authorization_code", "refresh_token"]
+    if not public:
+        grant_types.append("client_credentials")
+    secret = None if public else f"cs_{random_base62(43)}"
+    client = OAuthClient(
+        client_id=f"cl_{random_base62(24)}",
+        org_id=org_id,
+        name=name,
+        secret_digest=digest(secret) if secret else None,
+        is_public=public,
+        redirect_uris=list(dict.fromkeys(redirect_uris)),
+        grant_types=" ".join(grant_types),
+        scope=" ".join(requested),
+        created_by=created_by,
+    )
+    db.session.add(client)
+    db.session.commit()
+    return client, secret
+
+
+def get_active_client(client_id: str | None) -> OAuthClient | None:
+    if not client_id or not sane_id(client_id):
+        return None
+    client = db.session.get(OAuthClient, client_id)
+    if client is None or client.deleted_at is not None:
+        return None
+    return client
+
+
+def check_client_secret(client: OAuthClient, secret: str) -> bool:
+    return not client.is_public and matches(secret, client.secret_digest)
+
+
+def clients_of_org(org_id: str) -> list[OAuthClient]:
+    return list(db.session.scalars(select(OAuthClient).where(OAuthClient.org_id == org_id)))

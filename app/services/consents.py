@@ -1,0 +1,30 @@
+"""Remembered consent: a user who granted a client some scopes is not asked again for them."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import Consent
+from app.models.base import new_id, utcnow
+from app.services import scopes as scope_rules
+
+
+def consented_scopes(*, user_id: str, client_id: str) -> frozenset[str]:
+    row = db.session.scalar(select(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id))
+    return frozenset(row.scope.split()) if row else frozenset()
+
+
+def covers(*, user_id: str, client_id: str, scope: str) -> bool:
+    return frozenset(scope.split()) <= consented_scopes(user_id=user_id, client_id=client_id)
+
+
+def record_consent(*, user_id: str, client_id: str, scope: str) -> None:
+    """Remember the grant, widening an earlier consent (never narrowing it silently)."""
+    row = db.session.scalar(select(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id))
+    if row is None:
+        db.session.add(Consent(id=new_id("cns"), user_id=user_id, client_id=client_id, scope=scope))
+    else:
+        row.scope = scope_rules.to_string(set(row.scope.split()) | set(scope.split()))
+        row.updated_at = utcnow()
+    db.session.commit()

@@ -1,0 +1,116 @@
+"""Organizations, users and their browser sessions."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select, update
+
+from app.errors import ApiError
+from app.extensions import db
+from app.models import ROLES, TIERS, Organization, User, UserSession
+from app.models.base import new_id, utcnow
+from app.security.digests import digest
+from app.security.passwords import hash_password, password_problem, verify_password
+
+EMAIL_RE = re.compile(r"^[^@\s\x00]{1,64}@[^@\s\x00]{1,190}\.[^@\s\x00]{2,63}$")
+
+
+def create_org(*, name: str, tier: str = "free") -> Organization:
+    name = name.strip()
+    if not name or len(name) > 200 or "\x00" in name:
+        raise ApiError("invalid_request", "Organization name must be 1-200 characters", param="name")
+    if tier not in TIERS:
+        raise ApiError("invalid_request", f"Tier must be one of: {', '.join(TIERS)}", param="tier")
+    org = Organization(id=new_id("org"), name=name, tier=tier)
+    db.session.add(org)
+    db.session.commit()
+    return org
+
+
+def get_org(org_id: str) -> Organization:
+    org = db.session.get(Organization, org_id) if sane_id(org_id) else None
+    if org is None:
+        raise ApiError("not_found", f"No organization {org_id[:40]!r}", param="org")
+    return org
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def create_user(*, org_id: str, email: str, password: str, role: str) -> User:
+    get_org(org_id)
+    email = normalize_email(email)
+    if not EMAIL_RE.match(email):
+        raise ApiError("invalid_request", "Email address is not valid", param="email")
+    if role not in ROLES:
+        raise ApiError("invalid_request", f"Role must be one of: {', '.join(ROLES)}", param="role")
+    problem = password_problem(password)
+    if problem:
+        raise ApiError("invalid_request", problem, param="password")
+    if db.session.scalar(select(User.id).where(User.email == email)):
+        raise ApiError("conflict", "A user with this email already exists", param="email")
+    user = User(id=new_id("usr"), org_id=org_id, email=email, password_hash=hash_password(password), role=role)
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def authenticate_user(*, email: str, password: str) -> User | None:
+    """The user for these credentials, or None; the same work whether the email exists or not."""
+    email = normalize_email(email)
+    user = None
+    if EMAIL_RE.match(email) and len(password) <= 1024:
+        user = db.session.scalar(select(User).where(User.email == email, User.deleted_at.is_(None)))
+    ok = verify_password(user.password_hash if user else None, password[:1024])
+    return user if ok and user is not None else None
+
+
+def start_session(*, user: User, ttl_seconds: int) -> str:
+    """A new session id (returned in plaintext for the cookie only)."""
+    session_id = secrets.token_urlsafe(32)
+    db.session.add(
+        UserSession(
+            id_digest=digest(session_id),
+            user_id=user.id,
+            expires_at=utcnow() + timedelta(seconds=ttl_seconds),
+        )
+    )
+    db.session.commit()
+    return session_id
+
+
+def user_for_session(session_id: str | None) -> User | None:
+    if not session_id or not isinstance(session_id, str) or len(session_id) > 100:
+        return None
+    row = db.session.get(UserSession, digest(session_id))
+    now = utcnow()
+    if row is None or row.revoked_at is not None or row.expires_at <= now:
+        return None
+    user = db.session.get(User, row.user_id)
+    return user if user is not None and user.deleted_at is None else None
+
+
+def end_session(session_id: str | None) -> None:
+    if not session_id or not isinstance(session_id, str) or len(session_id) > 100:
+        return
+    db.session.execute(
+        update(UserSession)
+        .where(UserSession.id_digest == digest(session_id), UserSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    db.session.commit()
+
+
+def sane_id(value: str) -> bool:
+    """Whether ``value`` can be looked up at all (bounded length, no NUL for PostgreSQL)."""
+    return isinstance(value, str) and 0 < len(value) <= 64 and "\x00" not in value
+
+
+def prune_sessions(now: datetime) -> int:
+    result = db.session.execute(delete(UserSession).where(UserSession.expires_at < now))
+    db.session.commit()
+    return result.rowcount or 0

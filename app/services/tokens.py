@@ -1,0 +1,264 @@
+"""Authorization codes, refresh-token rotation and revocation: the stateful side of tokens.
+
+Single use is enforced by conditional UPDATEs whose row count decides (RFC 6749 §4.1.2,
+RFC 9700 §4.14.2): two concurrent redemptions of one code or one refresh token cannot
+both win, whatever the database or the number of processes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from app.extensions import db
+from app.models import AuthorizationCode, RefreshToken, RevokedAccessToken
+from app.models.base import new_id, utcnow
+from app.security.digests import digest
+
+MAX_TOKEN_LENGTH = 4096
+
+
+def new_refresh_token() -> str:
+    return f"rt_{secrets.token_urlsafe(32)}"
+
+
+def new_authorization_code() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _lookupable(secret: str | None) -> bool:
+    return bool(secret) and len(secret) <= MAX_TOKEN_LENGTH  # type: ignore[arg-type]
+
+
+# -- authorization codes ------------------------------------------------------------
+
+
+def save_authorization_code(
+    *,
+    code: str,
+    org_id: str,
+    client_id: str,
+    user_id: str,
+    redirect_uri: str,
+    scope: str,
+    code_challenge: str | None,
+    code_challenge_method: str | None,
+    ttl_seconds: int,
+) -> AuthorizationCode:
+    row = AuthorizationCode(
+        id=new_id("code"),
+        code_digest=digest(code),
+        org_id=org_id,
+        client_id=client_id,
+        user_id=user_id,
+        redirect_uri=redirect_uri,
+        scope=scope,
+        code_challenge=code_challenge,
+        code_challenge_method=code_challenge_method,
+        expires_at=utcnow() + timedelta(seconds=ttl_seconds),
+    )
+    db.session.add(row)
+    db.session.commit()
+    return row
+
+
+def find_authorization_code(code: str, client_id: str) -> AuthorizationCode | None:
+    """The unexpired code issued to ``client_id``. A code already redeemed is a replay:
+    everything issued from it is revoked (RFC 6749 §4.1.2) and None is returned."""
+    if not _lookupable(code):
+        return None
+    row = db.session.scalar(select(AuthorizationCode).where(AuthorizationCode.code_digest == digest(code)))
+    if row is None or row.client_id != client_id:
+        return None
+    if row.used_at is not None:
+        revoke_code_grant(row)
+        return None
+    if row.expires_at <= utcnow():
+        return None
+    return row
+
+
+def claim_authorization_code(row: AuthorizationCode) -> bool:
+    """Mark the code used; True for exactly one caller. The loser revokes the winner's tokens.
+
+    The winner must record what it issues (``record_code_issue``) in the same transaction, so
+    the row lock taken here makes a concurrent loser wait and then see those tokens.
+    """
+    result = db.session.execute(
+        update(AuthorizationCode)
+        .where(AuthorizationCode.id == row.id, AuthorizationCode.used_at.is_(None))
+        .values(used_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount == 1:
+        return True
+    db.session.rollback()
+    fresh = db.session.get(AuthorizationCode, row.id, populate_existing=True)
+    if fresh is not None:
+        revoke_code_grant(fresh)
+    return False
+
+
+def revoke_code_grant(row: AuthorizationCode) -> None:
+    if row.issued_jti and row.issued_access_expires_at:
+        revoke_access_token(
+            jti=row.issued_jti, org_id=row.org_id, expires_at=row.issued_access_expires_at, reason="code_replay"
+        )
+    if row.issued_family_id:
+        revoke_family(row.issued_family_id, reason="code_replay")
+    db.session.commit()
+
+
+# -- issuing ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssuedAccessToken:
+    jti: str
+    expires_at: datetime
+
+
+def record_issue(
+    *,
+    access: IssuedAccessToken,
+    refresh_token: str | None,
+    org_id: str,
+    client_id: str,
+    user_id: str | None,
+    scope: str,
+    refresh_ttl: int,
+    family_id: str | None = None,
+    code: AuthorizationCode | None = None,
+) -> None:
+    """Persist what a token response carries, then commit (closing the claim's transaction)."""
+    if refresh_token is not None:
+        family_id = family_id or new_id("fam")
+        db.session.add(
+            RefreshToken(
+                id=new_id("rtk"),
+                token_digest=digest(refresh_token),
+                family_id=family_id,
+                org_id=org_id,
+                client_id=client_id,
+                user_id=user_id,
+                scope=scope,
+                expires_at=utcnow() + timedelta(seconds=refresh_ttl),
+                access_jti=access.jti,
+                access_expires_at=access.expires_at,
+            )
+        )
+    if code is not None:
+        db.session.execute(
+            update(AuthorizationCode)
+            .where(AuthorizationCode.id == code.id)
+            .values(
+                issued_jti=access.jti,
+                issued_access_expires_at=access.expires_at,
+                issued_family_id=family_id if refresh_token else None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    db.session.commit()
+
+
+# -- refresh tokens -----------------------------------------------------------------
+
+
+def find_refresh_token(token: str) -> RefreshToken | None:
+    """The usable refresh token for ``token``. Presenting a rotated one is reuse: the whole
+    family is revoked (RFC 9700 §4.14.2) and None is returned."""
+    if not _lookupable(token) or not token.startswith("rt_"):
+        return None
+    row = db.session.scalar(select(RefreshToken).where(RefreshToken.token_digest == digest(token)))
+    if row is None or row.revoked_at is not None:
+        return None
+    if row.used_at is not None:
+        revoke_family(row.family_id, reason="refresh_reuse")
+        db.session.commit()
+        return None
+    if row.expires_at <= utcnow():
+        return None
+    return row
+
+
+def claim_refresh_token(row: RefreshToken) -> bool:
+    """Mark the token rotated; True for exactly one caller. A loser is a reuse."""
+    result = db.session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.id == row.id, RefreshToken.used_at.is_(None), RefreshToken.revoked_at.is_(None))
+        .values(used_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount == 1:
+        return True
+    db.session.rollback()
+    revoke_family(row.family_id, reason="refresh_reuse")
+    db.session.commit()
+    return False
+
+
+def revoke_family(family_id: str, *, reason: str) -> None:
+    """Revoke every refresh token of a grant and every access token issued with them."""
+    now = utcnow()
+    links = db.session.execute(
+        select(RefreshToken.access_jti, RefreshToken.access_expires_at, RefreshToken.org_id).where(
+            RefreshToken.family_id == family_id
+        )
+    ).all()
+    db.session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    for jti, expires_at, org_id in links:
+        if expires_at > now:
+            revoke_access_token(jti=jti, org_id=org_id, expires_at=expires_at, reason=reason)
+
+
+# -- access tokens ------------------------------------------------------------------
+
+
+def revoke_access_token(*, jti: str, org_id: str, expires_at: datetime, reason: str) -> None:
+    """Record a revoked jti; revoking twice (even concurrently) is a no-op. The caller commits."""
+    insert = postgresql_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    db.session.execute(
+        insert(RevokedAccessToken)
+        .values(jti=jti, org_id=org_id, expires_at=expires_at, revoked_at=utcnow(), reason=reason)
+        .on_conflict_do_nothing(index_elements=["jti"])
+    )
+
+
+def is_access_token_revoked(jti: str) -> bool:
+    return db.session.scalar(select(RevokedAccessToken.jti).where(RevokedAccessToken.jti == jti)) is not None
+
+
+def revoke_refresh_token(row: RefreshToken) -> None:
+    """RFC 7009 §2.1: revoking a refresh token revokes its grant's access tokens too."""
+    revoke_family(row.family_id, reason="revoked")
+    db.session.commit()
+
+
+def find_refresh_token_for_introspection(token: str) -> RefreshToken | None:
+    if not _lookupable(token) or not token.startswith("rt_"):
+        return None
+    return db.session.scalar(select(RefreshToken).where(RefreshToken.token_digest == digest(token)))
+
+
+def prune(now: datetime | None = None) -> dict[str, int]:
+    """Delete codes, refresh tokens and revocation records that can no longer matter."""
+    now = now or utcnow()
+    counts = {}
+    for name, stmt in (
+        ("authorization_codes", delete(AuthorizationCode).where(AuthorizationCode.expires_at < now - timedelta(days=1))),
+        ("refresh_tokens", delete(RefreshToken).where(RefreshToken.expires_at < now)),
+        ("revoked_access_tokens", delete(RevokedAccessToken).where(RevokedAccessToken.expires_at < now)),
+    ):
+        counts[name] = db.session.execute(stmt).rowcount or 0
+    db.session.commit()
+    return counts

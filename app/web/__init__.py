@@ -1,0 +1,1 @@
+"""Browser pages: sign-in and consent (and, later, the dashboard)."""

@@ -1,0 +1,100 @@
+"""The authorization endpoint and its consent page (RFC 6749 §3.1, §4.1.1-4.1.2.1).
+
+Client and redirect URI are checked before anything else: while either is unknown the
+browser gets an error page, never a redirect (RFC 6749 §4.1.2.1, RFC 9700 §4.11).
+"""
+
+from __future__ import annotations
+
+from authlib.oauth2.rfc6749.errors import OAuth2Error
+from flask import Blueprint, redirect, render_template, request, url_for
+
+from app.extensions import db
+from app.models import Organization, User
+from app.oauth.clients import query_client
+from app.oauth.server import authorization_server
+from app.oauth.views import parameter_problem
+from app.services import consents as consent_service
+from app.services import scopes as scope_rules
+from app.web.forms import ConfirmForm
+from app.web.session import current_user
+
+bp = Blueprint("consent", __name__)
+
+
+def _error_page(message: str, status: int = 400):
+    return render_template("error.html", title="This authorization request is invalid", message=message), status
+
+
+def _redirect_error(grant, error: str, description: str):
+    failure = OAuth2Error(
+        error=error, description=description, redirect_uri=grant.redirect_uri, state=grant.request.payload.state
+    )
+    return authorization_server().handle_error_response(None, failure)
+
+
+@bp.route("/oauth/authorize", methods=["GET", "POST"])
+def authorize():
+    problem = parameter_problem(request.args)
+    if problem:
+        return _error_page(problem)
+    client = query_client(request.args.get("client_id"))
+    if client is None:
+        return _error_page("Unknown client_id: this application is not registered.")
+    redirect_uri = request.args.get("redirect_uri")
+    if not redirect_uri or not client.check_redirect_uri(redirect_uri):
+        return _error_page("The redirect_uri is missing or is not registered exactly for this application.")
+
+    server = authorization_server()
+    user = current_user()
+    try:
+        grant = server.get_consent_grant(end_user=user)
+    except OAuth2Error as error:
+        return server.handle_error_response(None, error)
+
+    prompt = request.args.get("prompt")
+    if user is None:
+        if prompt == "none":
+            return _redirect_error(grant, "login_required", "The user is not signed in.")
+        return redirect(url_for("auth.login", next=request.full_path))
+    if user.org_id != client.org_id:
+        return _redirect_error(grant, "access_denied", "This application belongs to another organization.")
+    granted = scope_rules.bound_for_role(grant.request.scope, user.role)
+    if not granted:
+        return _redirect_error(grant, "invalid_scope", "None of the requested scopes is available to this user.")
+
+    if request.method == "POST":
+        return _decide(server, grant, user, granted)
+    if prompt != "consent" and consent_service.covers(user_id=user.id, client_id=client.client_id, scope=granted):
+        return server.create_authorization_response(grant=grant, grant_user=user)
+    if prompt == "none":
+        return _redirect_error(grant, "consent_required", "The user has not approved this application.")
+    return _render_consent(client, user, grant.request.scope, granted)
+
+
+def _decide(server, grant, user: User, granted: str):
+    ConfirmForm().validate_on_submit()  # CSRFProtect has already refused a bad token
+    decision = request.form.get("decision")
+    if decision == "allow":
+        consent_service.record_consent(user_id=user.id, client_id=grant.client.client_id, scope=granted)
+        return server.create_authorization_response(grant=grant, grant_user=user)
+    if decision == "deny":
+        return server.create_authorization_response(grant=grant, grant_user=None)
+    return _error_page("Choose Allow or Deny.")
+
+
+def _render_consent(client, user: User, requested: str, granted: str):
+    org = db.session.get(Organization, client.org_id)
+    registered_by = db.session.get(User, client.created_by) if client.created_by else None
+    withheld = sorted(set(requested.split()) - set(granted.split()))
+    return render_template(
+        "consent.html",
+        client=client,
+        org=org,
+        registered_by=registered_by,
+        user=user,
+        scopes=scope_rules.describe(granted.split()),
+        withheld=scope_rules.describe(withheld),
+        form=ConfirmForm(),
+        action=request.full_path,
+    )

@@ -1,0 +1,49 @@
+"""The signed-in user of a browser, from the server-side session the cookie names."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import current_app, g, session
+
+from app.models import User
+from app.services import orgs as org_service
+
+
+def current_user() -> User | None:
+    if "user" not in g:
+        g.user = org_service.user_for_session(session.get("sid"))
+    return g.user
+
+
+def sign_in(user: User) -> None:
+    """Start a new server-side session; the old cookie contents (and id) are discarded."""
+    old = session.get("sid")
+    if old:
+        org_service.end_session(old)
+    session.clear()
+    session.permanent = True
+    session["sid"] = org_service.start_session(
+        user=user, ttl_seconds=current_app.config["SETTINGS"].SESSION_TTL
+    )
+    g.user = user
+
+
+def sign_out() -> None:
+    org_service.end_session(session.get("sid"))
+    session.clear()
+    g.user = None
+
+
+def safe_next(target: str | None, default: str = "/") -> str:
+    """Only our own absolute paths: no scheme, no host, no ``//`` or ``/\\`` tricks."""
+    if not target or not isinstance(target, str) or len(target) > 4096:
+        return default
+    if not target.startswith("/") or target.startswith("//") or target.startswith("/\\"):
+        return default
+    if any(ord(c) < 0x20 for c in target) or "\\" in target:
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return default
+    return target
