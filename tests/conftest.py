@@ -1,0 +1,163 @@
+"""Fixtures: one app and one real gunicorn server per database backend.
+
+Every test that uses ``app`` (or ``server``) runs on SQLite and, when
+``SENSEI_TEST_DATABASE_URL`` is set, again on PostgreSQL in a schema of its own.
+Without that variable the PostgreSQL variants are reported as skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+
+from app import create_app
+from app.extensions import db
+from app.services import schema, signing_keys
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_URL = os.environ.get("SENSEI_TEST_DATABASE_URL")
+REDIS_URL = os.environ.get("SENSEI_TEST_REDIS_URL")
+KEEP_TABLES = {"signing_keys", "alembic_version"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def backend(request) -> str:
+    if request.param == "postgresql" and not PG_URL:
+        pytest.skip("PostgreSQL variant: set SENSEI_TEST_DATABASE_URL to run it")
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def database_url(backend, tmp_path_factory):
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'sensei.db'}"
+        return
+    schema_name = f"sensei_test_{os.getpid()}_{secrets.token_hex(4)}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema_name}"'))
+    separator = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{separator}options={quote(f'-csearch_path={schema_name}')}"
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema_name}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def server_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def settings_overrides(database_url, tmp_path_factory, server_port) -> dict:
+    return {
+        "DATABASE_URL": database_url,
+        "KEYS_DIR": str(tmp_path_factory.mktemp("keys")),
+        "ISSUER": f"http://127.0.0.1:{server_port}",
+        "SECRET_KEY": secrets.token_urlsafe(32),
+    }
+
+
+@pytest.fixture(scope="session")
+def app(settings_overrides):
+    application = create_app(settings_overrides)
+    with application.app_context():
+        schema.upgrade_schema()
+        signing_keys.ensure_signing_key(keys_dir=settings_overrides["KEYS_DIR"])
+    yield application
+    with application.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture()
+def ctx(app):
+    """An app context for calling services; every row but signing keys is deleted afterwards."""
+    with app.app_context():
+        yield app
+        db.session.rollback()
+        for table in reversed(db.metadata.sorted_tables):
+            if table.name not in KEEP_TABLES:
+                db.session.execute(table.delete())
+        db.session.commit()
+        db.session.remove()
+
+
+class Server:
+    def __init__(self, url: str, process: subprocess.Popen, log_path: Path) -> None:
+        self.url = url
+        self.process = process
+        self.log_path = log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(settings: dict, port: int, log_path: Path, extra_env: dict | None = None) -> Server:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENSEI_")}
+    env.update({f"SENSEI_{k}": str(v) for k, v in settings.items()})
+    env.update(extra_env or {})
+    with log_path.open("wb") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--chdir", str(ROOT), "--bind", f"127.0.0.1:{port}",
+             "--workers", "2", "--worker-class", "gthread", "--threads", "4", "--timeout", "60",
+             "app:create_app()"],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited: {log_path.read_text()}")
+        try:
+            if requests.get(f"{url}/.well-known/oauth-authorization-server", timeout=1).ok:
+                return Server(url, process, log_path)
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"gunicorn did not start: {log_path.read_text()}")
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def server(app, settings_overrides, server_port, tmp_path_factory):
+    """A real gunicorn (2 workers) on a free loopback port, sharing the test database."""
+    running = start_server(settings_overrides, server_port, tmp_path_factory.mktemp("log") / "gunicorn.log")
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture()
+def live(server, ctx):
+    """A running server plus an app context on the same (cleaned) database."""
+    return server
+
+
+@pytest.fixture(autouse=True)
+def _oauthlib_allows_loopback_http(monkeypatch):
+    # requests-oauthlib refuses http:// unless told; our test server is plain HTTP on loopback.
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")

@@ -1,0 +1,91 @@
+"""Factories: real rows made through the same services the app uses."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+
+from app.services import api_keys as key_service
+from app.services import clients as client_service
+from app.services import orgs as org_service
+
+PASSWORD = "correct horse battery staple"
+REDIRECT_URI = "https://app.example.com/callback"
+CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+
+
+def make_org(name: str = "Acme", tier: str = "free"):
+    return org_service.create_org(name=name, tier=tier)
+
+
+def make_user(org, role: str = "owner", email: str | None = None):
+    email = email or f"{role}-{secrets.token_hex(4)}@example.com"
+    return org_service.create_user(org_id=org.id, email=email, password=PASSWORD, role=role)
+
+
+@dataclass
+class ClientCredentials:
+    client_id: str
+    client_secret: str | None
+    org_id: str
+
+
+def make_client(org, *, scopes: str = "migrations:read migrations:write connections:read",
+                redirect_uris=(REDIRECT_URI,), public: bool = False, created_by: str | None = None):
+    client, secret = client_service.create_client(
+        org_id=org.id, name="Test App", redirect_uris=list(redirect_uris), scopes=scopes.split(),
+        public=public, created_by=created_by,
+    )
+    return ClientCredentials(client.client_id, secret, org.id)
+
+
+def make_api_key(org, *, scopes: str = "*", environment: str = "live", expires_at=None):
+    key, plaintext = key_service.create_api_key(
+        org_id=org.id, name="Test key", scopes=scopes.split(), environment=environment, expires_at=expires_at
+    )
+    return key, plaintext
+
+
+class Browser:
+    """A person with a browser, driven over real HTTP (no redirects followed automatically)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.http = requests.Session()
+
+    def csrf(self, html: str) -> str:
+        match = CSRF_RE.search(html)
+        assert match, "no CSRF token in page"
+        return match.group(1)
+
+    def login(self, email: str, password: str = PASSWORD, next_path: str | None = None) -> requests.Response:
+        page = self.http.get(f"{self.base_url}/login", params={"next": next_path} if next_path else None)
+        return self.http.post(
+            f"{self.base_url}/login",
+            data={"email": email, "password": password, "csrf_token": self.csrf(page.text),
+                  "next": next_path or "/"},
+            allow_redirects=False,
+        )
+
+    def authorize(self, url: str) -> requests.Response:
+        return self.http.get(url, allow_redirects=False)
+
+    def decide(self, consent_page: requests.Response, decision: str = "allow") -> requests.Response:
+        action = re.search(r'<form method="post" action="([^"]+)" class="decision">', consent_page.text)
+        assert action, "no consent form"
+        path = action.group(1).replace("&amp;", "&")
+        return self.http.post(
+            f"{self.base_url}{path}", data={"csrf_token": self.csrf(consent_page.text), "decision": decision},
+            allow_redirects=False,
+        )
+
+
+def callback_params(response: requests.Response) -> dict[str, str]:
+    assert response.status_code in (302, 303), response.text[:500]
+    location = response.headers["Location"]
+    assert location.startswith(REDIRECT_URI), location
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
