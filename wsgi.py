@@ -1,12 +1,20 @@
-"""WSGI entry point: ``gunicorn wsgi:app`` (``sensei serve`` does this for you)."""
+"""WSGI entry point: ``gunicorn wsgi:app`` (``sensei serve`` does this for you).
+
+Refuses to start, with one line naming the problem, when a setting is wrong, the schema
+is not applied or the signing key is missing.
+"""
 
 import sys
 
-from app import create_app
+from app import create_app, readiness_problem
 from app.config import ConfigError
 
 try:
     app = create_app()
 except ConfigError as error:
     print(f"sensei: {error}", file=sys.stderr)
+    sys.exit(1)
+problem = readiness_problem(app)
+if problem:
+    print(f"sensei: {problem}", file=sys.stderr)
     sys.exit(1)

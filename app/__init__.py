@@ -29,6 +29,28 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
+def readiness_problem(app: Flask) -> str | None:
+    """Why this app cannot serve yet (schema not applied, signing key missing), in one line."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.services import schema
+    from app.services.signing_keys import SigningKeyMissing, ensure_signing_key, current_key_record
+
+    settings: Settings = app.config["SETTINGS"]
+    with app.app_context():
+        try:
+            if not schema.schema_is_current():
+                return "the database schema is missing or out of date: run `sensei init`"
+            if current_key_record() is None:
+                return "no signing key: run `sensei init`"
+            ensure_signing_key(keys_dir=settings.KEYS_DIR)
+        except SigningKeyMissing as error:
+            return f"{error} (SENSEI_KEYS_DIR); restore it or run `sensei rotate-signing-key`"
+        except SQLAlchemyError as error:
+            return f"the database is unreachable ({type(error).__name__}): check SENSEI_DATABASE_URL"
+    return None
+
+
 def configure(app: Flask, settings: Settings) -> None:
     app.config.update(
         SETTINGS=settings,

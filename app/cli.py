@@ -214,15 +214,21 @@ def prune_command(as_json: bool) -> None:
 
 @click.command("serve")
 @json_option
+@with_appcontext
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=lambda: int(os.environ.get("SENSEI_WORKERS", "2")), type=click.IntRange(1, 64))
 def serve_command(as_json: bool, host: str, port: int, workers: int) -> None:
     """Serve under gunicorn."""
+    from app import readiness_problem
+
+    problem = readiness_problem(current_app._get_current_object())  # type: ignore[attr-defined]
+    if problem:
+        _fail(problem)
     argv = [sys.executable, "-m", "gunicorn", "--chdir", str(PROJECT_ROOT), "--bind", f"{host}:{port}",
             "--workers", str(workers), "--worker-class", "gthread", "--threads", "4",
             "--graceful-timeout", "20", "--timeout", "30", "--forwarded-allow-ips", "127.0.0.1",
-            "app:create_app()"]
+            "wsgi:app"]
     if as_json:
         click.echo(json.dumps({"serving": f"http://{host}:{port}", "workers": workers}))
     else:

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -43,20 +44,38 @@ def backend(request) -> str:
     return request.param
 
 
-@pytest.fixture(scope="session")
-def database_url(backend, tmp_path_factory):
+@contextmanager
+def fresh_database(backend: str, directory: Path):
+    """An empty database: a SQLite file, or a PostgreSQL schema of its own (dropped after)."""
     if backend == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'sensei.db'}"
+        yield f"sqlite:///{directory / 'sensei.db'}"
         return
     schema_name = f"sensei_test_{os.getpid()}_{secrets.token_hex(4)}"
     admin = create_engine(PG_URL)
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema_name}"'))
     separator = "&" if "?" in PG_URL else "?"
-    yield f"{PG_URL}{separator}options={quote(f'-csearch_path={schema_name}')}"
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema_name}" CASCADE'))
-    admin.dispose()
+    try:
+        yield f"{PG_URL}{separator}options={quote(f'-csearch_path={schema_name}')}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema_name}" CASCADE'))
+        admin.dispose()
+
+
+def build_app(overrides: dict):
+    """An app with its schema applied and a signing key, as `sensei init` leaves it."""
+    application = create_app(overrides)
+    with application.app_context():
+        schema.upgrade_schema()
+        signing_keys.ensure_signing_key(keys_dir=overrides["KEYS_DIR"])
+    return application
+
+
+@pytest.fixture(scope="session")
+def database_url(backend, tmp_path_factory):
+    with fresh_database(backend, tmp_path_factory.mktemp("db")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -76,10 +95,7 @@ def settings_overrides(database_url, tmp_path_factory, server_port) -> dict:
 
 @pytest.fixture(scope="session")
 def app(settings_overrides):
-    application = create_app(settings_overrides)
-    with application.app_context():
-        schema.upgrade_schema()
-        signing_keys.ensure_signing_key(keys_dir=settings_overrides["KEYS_DIR"])
+    application = build_app(settings_overrides)
     yield application
     with application.app_context():
         db.engine.dispose()
@@ -116,7 +132,7 @@ def start_server(settings: dict, port: int, log_path: Path, extra_env: dict | No
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--chdir", str(ROOT), "--bind", f"127.0.0.1:{port}",
              "--workers", "2", "--worker-class", "gthread", "--threads", "4", "--timeout", "60",
-             "app:create_app()"],
+             "wsgi:app"],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
@@ -149,6 +165,17 @@ def server(app, settings_overrides, server_port, tmp_path_factory):
     running = start_server(settings_overrides, server_port, tmp_path_factory.mktemp("log") / "gunicorn.log")
     yield running
     stop_server(running)
+
+
+@pytest.fixture()
+def isolated_ctx(backend, tmp_path):
+    """An app context on a database and keys directory of its own (for tests that change keys)."""
+    with fresh_database(backend, tmp_path) as url:
+        application = build_app({"DATABASE_URL": url, "KEYS_DIR": str(tmp_path / "keys")})
+        with application.app_context():
+            yield application
+            db.session.remove()
+            db.engine.dispose()
 
 
 @pytest.fixture()

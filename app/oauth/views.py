@@ -27,6 +27,13 @@ def parameter_problem(values: MultiDict) -> str | None:
     return None
 
 
+@bp.before_request
+def default_to_form_encoding() -> None:
+    """A POST without Content-Type is read as form-urlencoded (what `curl -d` means)."""
+    if request.method == "POST" and not request.environ.get("CONTENT_TYPE"):
+        request.environ["CONTENT_TYPE"] = "application/x-www-form-urlencoded"
+
+
 def _checked_form():
     problem = parameter_problem(request.form) or parameter_problem(request.args)
     if problem:
