@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask
 from sqlalchemy import event
@@ -34,7 +35,7 @@ def readiness_problem(app: Flask) -> str | None:
     from sqlalchemy.exc import SQLAlchemyError
 
     from app.services import schema
-    from app.services.signing_keys import SigningKeyMissing, ensure_signing_key, current_key_record
+    from app.services.signing_keys import SigningKeyMissing, current_key_record, ensure_signing_key
 
     settings: Settings = app.config["SETTINGS"]
     with app.app_context():

@@ -10,7 +10,7 @@ import json
 import os
 import secrets
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import wraps
 
 import click
@@ -69,7 +69,7 @@ def _emit(as_json: bool, payload: dict, lines: list[str]) -> None:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if value else None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
 def _parse_time(value: str | None, param: str) -> datetime | None:
@@ -205,7 +205,7 @@ def prune_command(as_json: bool) -> None:
     """Delete expired codes, refresh tokens, revocations, sessions and signing keys."""
     settings = current_app.config["SETTINGS"]
     counts = token_service.prune()
-    counts["user_sessions"] = org_service.prune_sessions(datetime.now(timezone.utc))
+    counts["user_sessions"] = org_service.prune_sessions(datetime.now(UTC))
     removed = signing_keys.prune_signing_keys(keys_dir=settings.KEYS_DIR,
                                               access_token_ttl=settings.ACCESS_TOKEN_TTL)
     counts["signing_keys"] = len(removed)
@@ -227,7 +227,9 @@ def serve_command(as_json: bool, host: str, port: int, workers: int) -> None:
         _fail(problem)
     argv = [sys.executable, "-m", "gunicorn", "--chdir", str(PROJECT_ROOT), "--bind", f"{host}:{port}",
             "--workers", str(workers), "--worker-class", "gthread", "--threads", "4",
-            "--graceful-timeout", "20", "--timeout", "30", "--forwarded-allow-ips", "127.0.0.1",
+            "--graceful-timeout", "20", "--timeout", "30",
+            # Forwarded headers are trusted by ProxyFix per SENSEI_TRUSTED_PROXIES, not by gunicorn.
+            "--forwarded-allow-ips=",
             "wsgi:app"]
     if as_json:
         click.echo(json.dumps({"serving": f"http://{host}:{port}", "workers": workers}))

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode, urlsplit, parse_qs
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
 
-from tests.factories import PASSWORD, REDIRECT_URI, Browser, callback_params, make_client, make_org, make_user
+from tests.factories import (
+    PASSWORD,
+    REDIRECT_URI,
+    Browser,
+    callback_params,
+    make_client,
+    make_org,
+    make_user,
+)
 
 
 def authorize_url(live, client, **extra) -> str:

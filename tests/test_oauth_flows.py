@@ -9,12 +9,19 @@ from urllib.parse import quote
 import jwt
 import pytest
 import requests
-from authlib.integrations.requests_client import OAuth2Session as AuthlibSession
 from authlib.common.security import generate_token
+from authlib.integrations.requests_client import OAuth2Session as AuthlibSession
 from oauthlib.oauth2 import BackendApplicationClient
 from requests_oauthlib import OAuth2Session
 
-from tests.factories import REDIRECT_URI, Browser, callback_params, make_api_key, make_client, make_org, make_user
+from tests.factories import (
+    REDIRECT_URI,
+    Browser,
+    callback_params,
+    make_client,
+    make_org,
+    make_user,
+)
 
 
 def verify(server, token: str) -> dict:

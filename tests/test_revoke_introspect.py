@@ -7,7 +7,15 @@ from datetime import timedelta
 import requests
 
 from app.models.base import utcnow
-from tests.factories import REDIRECT_URI, Browser, callback_params, make_api_key, make_client, make_org, make_user
+from tests.factories import (
+    REDIRECT_URI,
+    Browser,
+    callback_params,
+    make_api_key,
+    make_client,
+    make_org,
+    make_user,
+)
 
 
 def client_token(live, client, scope="migrations:read") -> str:

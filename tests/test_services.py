@@ -21,7 +21,6 @@ from app.services import signing_keys
 from app.services import tokens as token_service
 from tests.factories import make_api_key, make_client, make_org, make_user
 
-
 # -- scopes (SPEC §2) ---------------------------------------------------------------
 
 def test_catalogue_has_the_seeds_twelve_scopes():

@@ -8,7 +8,7 @@ revocation of it is a silent no-op, RFC 7009 §2.2), so nothing leaks across ten
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from authlib.common.errors import AuthlibHTTPError
@@ -124,7 +124,7 @@ def find_token(token: str) -> FoundToken | None:
         kind="access_token",
         org_id=claims["org"],
         client_id=claims["client_id"],
-        expires_at=datetime.fromtimestamp(claims["exp"], timezone.utc),
+        expires_at=datetime.fromtimestamp(claims["exp"], UTC),
         revoked=token_service.is_access_token_revoked(claims["jti"]),
         claims=claims,
     )

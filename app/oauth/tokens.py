@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
@@ -75,7 +75,7 @@ class AccessTokenGenerator:
             token["refresh_token"] = token_service.new_refresh_token()
         # Read (and removed) by save_token before the response is written.
         token["_issued"] = token_service.IssuedAccessToken(
-            jti=jti, expires_at=datetime.fromtimestamp(now + ttl, timezone.utc)
+            jti=jti, expires_at=datetime.fromtimestamp(now + ttl, UTC)
         )
         return token
 

@@ -25,7 +25,7 @@ from app.services.principals import Principal
 
 RANDOM_LENGTH = 32
 CHECKSUM_LENGTH = 6
-KEY_RE = re.compile(r"^sk_(live|test)_[0-9A-Za-z]{%d}$" % (RANDOM_LENGTH + CHECKSUM_LENGTH))
+KEY_RE = re.compile(rf"^sk_(live|test)_[0-9A-Za-z]{{{RANDOM_LENGTH + CHECKSUM_LENGTH}}}$")
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
