@@ -230,6 +230,7 @@ def serve_command(as_json: bool, host: str, port: int, workers: int) -> None:
             "--graceful-timeout", "20", "--timeout", "30",
             # Forwarded headers are trusted by ProxyFix per SENSEI_TRUSTED_PROXIES, not by gunicorn.
             "--forwarded-allow-ips=",
+            "--no-control-socket",  # a fixed path under $HOME: several servers on one host would clash
             "wsgi:app"]
     if as_json:
         click.echo(json.dumps({"serving": f"http://{host}:{port}", "workers": workers}))

@@ -132,7 +132,7 @@ def start_server(settings: dict, port: int, log_path: Path, extra_env: dict | No
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--chdir", str(ROOT), "--bind", f"127.0.0.1:{port}",
              "--workers", "2", "--worker-class", "gthread", "--threads", "4", "--timeout", "60",
-             "--forwarded-allow-ips=",
+             "--forwarded-allow-ips=", "--no-control-socket",
              "wsgi:app"],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )

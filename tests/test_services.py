@@ -13,7 +13,7 @@ import pytest
 from app.config import ConfigError, load_settings
 from app.errors import ApiError
 from app.extensions import db
-from app.oauth.tokens import AccessTokenGenerator, active_access_token_claims, keyring
+from app.oauth.tokens import AccessTokenGenerator, principal_for_access_token, keyring
 from app.services import api_keys as key_service
 from app.services import clients as client_service
 from app.services import scopes as scope_rules
@@ -136,14 +136,14 @@ def test_signing_key_rotation_keeps_old_tokens_verifiable(isolated_ctx):
     assert jwt.get_unverified_header(new)["kid"] == new_record.kid != old_kid
     published = {k["kid"] for k in keyring().jwks()["keys"]}
     assert {old_kid, new_record.kid} <= published
-    assert active_access_token_claims(old) and active_access_token_claims(new)
+    assert principal_for_access_token(old) and principal_for_access_token(new)
     pem = Path(settings.KEYS_DIR) / f"{new_record.kid}.pem"
     assert stat.S_IMODE(os.stat(pem).st_mode) == 0o600
     # Once no token signed by it can be alive, the old key leaves the JWKS.
     assert signing_keys.prune_signing_keys(keys_dir=settings.KEYS_DIR, access_token_ttl=-3600) == [old_kid]
     keyring().invalidate()
     assert {k["kid"] for k in keyring().jwks()["keys"]} == {new_record.kid}
-    assert active_access_token_claims(old) is None
+    assert principal_for_access_token(old) is None
 
 
 def test_revoked_jti_and_family_revocation(ctx):
@@ -159,7 +159,7 @@ def test_revoked_jti_and_family_revocation(ctx):
     row = token_service.find_refresh_token(issued["refresh_token"])
     assert row is not None and token_service.claim_refresh_token(row)
     assert not token_service.claim_refresh_token(row)  # second claim loses and revokes the family
-    assert active_access_token_claims(issued["access_token"]) is None
+    assert principal_for_access_token(issued["access_token"]) is None
     assert token_service.find_refresh_token(issued["refresh_token"]) is None
 
 

@@ -7,9 +7,9 @@ from functools import wraps
 from flask import g, request
 
 from app.errors import ApiError
-from app.oauth.tokens import active_access_token_claims, principal_for_claims
+from app.oauth.tokens import principal_for_access_token
 from app.services import api_keys as key_service
-from app.services.principals import Principal
+from app.services.principals import Principal, require_address_allowed, require_scope
 
 
 def bearer_principal() -> Principal:
@@ -19,11 +19,14 @@ def bearer_principal() -> Principal:
     if scheme.lower() != "bearer" or not credential:
         raise ApiError("unauthorized", "Missing API key or access token: send Authorization: Bearer <credential>")
     if credential.startswith("sk_"):
-        return key_service.authenticate_api_key(credential)
-    claims = active_access_token_claims(credential)
-    if claims is None:
-        raise ApiError("unauthorized", "Invalid, expired or revoked access token")
-    return principal_for_claims(claims)
+        principal = key_service.authenticate_api_key(credential)
+    else:
+        found = principal_for_access_token(credential)
+        if found is None:
+            raise ApiError("unauthorized", "Invalid, expired or revoked access token")
+        principal = found
+    require_address_allowed(principal, request.remote_addr)
+    return principal
 
 
 def require_principal(scope: str | None = None):
@@ -33,11 +36,16 @@ def require_principal(scope: str | None = None):
         @wraps(view)
         def wrapper(*args, **kwargs):
             principal = bearer_principal()
-            if scope is not None and not principal.has_scope(scope):
-                raise ApiError("forbidden", f"This credential lacks the required scope: {scope}")
+            if scope is not None:
+                require_scope(principal, scope)
             g.principal = principal
             return view(*args, **kwargs)
 
         return wrapper
 
     return decorator
+
+
+def creator_id(principal: Principal) -> str:
+    """What ``created_by`` records: the user, or else the credential that acted."""
+    return principal.id if principal.type == "user" else principal.credential_id

@@ -3,6 +3,7 @@
 from app.models.api_key import ApiKey
 from app.models.client import Consent, OAuthClient
 from app.models.org import ROLES, TIERS, Organization, User, UserSession
+from app.models.service_account import ServiceAccount
 from app.models.token import AuthorizationCode, RefreshToken, RevokedAccessToken, SigningKey
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "RefreshToken",
     "RevokedAccessToken",
     "ROLES",
+    "ServiceAccount",
     "SigningKey",
     "TIERS",
     "User",

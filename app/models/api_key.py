@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
@@ -13,6 +13,7 @@ from app.models.base import UTCDateTime, utcnow
 
 class ApiKey(db.Model):
     __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_org_page", "org_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
@@ -23,6 +24,9 @@ class ApiKey(db.Model):
     scope: Mapped[str] = mapped_column(Text)
     ip_whitelist: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_by: Mapped[str | None] = mapped_column(String(32), default=None)
+    service_account_id: Mapped[str | None] = mapped_column(
+        ForeignKey("service_accounts.id"), index=True, default=None
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

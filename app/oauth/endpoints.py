@@ -15,12 +15,14 @@ from authlib.common.errors import AuthlibHTTPError
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from flask import request as flask_request
 
 from app.extensions import db
 from app.models import ApiKey, RefreshToken
 from app.models.base import utcnow
-from app.oauth.grants import ALL_CLIENT_AUTH, CONFIDENTIAL_CLIENT_AUTH
+from app.oauth.grants import ALL_CLIENT_AUTH, CONFIDENTIAL_CLIENT_AUTH, AddressNotAllowedError
 from app.oauth.tokens import decode_access_token
+from app.security import ip_rules
 from app.services import api_keys as key_service
 from app.services import tokens as token_service
 
@@ -138,8 +140,11 @@ class _CallerAuthentication:
         scheme, _, credential = header.partition(" ")
         if scheme.lower() == "bearer":
             key = key_service.find_active_key(credential.strip())
-            if key is None:
+            principal = key_service.principal_for_key(key) if key is not None else None
+            if key is None or principal is None:
                 raise InvalidApiKeyError()
+            if not ip_rules.allowed_by_all(principal.ip_whitelists, flask_request.remote_addr):
+                raise AddressNotAllowedError()
             key_service.touch_last_used(key)
             request.client = ApiKeyCaller(key)
             return request.client

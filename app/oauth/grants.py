@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from authlib.oauth2.rfc6749 import grants
-from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError, InvalidScopeError
+from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+    OAuth2Error,
+)
 from flask import current_app
+from flask import request as flask_request
 
 from app.extensions import db
 from app.models import User
+from app.security import ip_rules
 from app.services import scopes as scope_rules
 from app.services import tokens as token_service
+from app.services.principals import active_service_account
 
 ALL_CLIENT_AUTH = ["client_secret_basic", "client_secret_post", "none"]
 CONFIDENTIAL_CLIENT_AUTH = ["client_secret_basic", "client_secret_post"]
@@ -22,6 +31,14 @@ def _settings():
 def _active_user(user_id: str | None) -> User | None:
     user = db.session.get(User, user_id) if user_id else None
     return user if user is not None and user.deleted_at is None else None
+
+
+class AddressNotAllowedError(OAuth2Error):
+    """403 when an allow-list refuses the caller's address (SPEC §7)."""
+
+    error = "access_denied"
+    status_code = 403
+    description = "Requests from this address are not allowed for this credential."
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
@@ -113,5 +130,12 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
 
     def validate_token_request(self):
         super().validate_token_request()
-        if self.request.client.get_allowed_scope(self.request.payload.scope) is None:
+        client = self.request.client
+        if client.get_allowed_scope(self.request.payload.scope) is None:
             raise InvalidScopeError("The client may not request this scope.")
+        if client.service_account_id:
+            account = active_service_account(client.service_account_id)
+            if account is None:
+                raise InvalidClientError(status_code=401, description="The service account has been deleted.")
+            if not ip_rules.allows(account.ip_whitelist, flask_request.remote_addr):
+                raise AddressNotAllowedError()

@@ -12,10 +12,12 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwt import JWTClaimsRegistry
 
+from app.extensions import db
 from app.models import OAuthClient, User
+from app.services import clients as client_service
 from app.services import scopes as scope_rules
 from app.services import tokens as token_service
-from app.services.principals import Principal
+from app.services.principals import Principal, active_service_account
 from app.services.signing_keys import KeyRing
 
 ACCESS_TOKEN_TYPE = "at+jwt"
@@ -119,22 +121,36 @@ def decode_access_token(token: str, *, check_expiry: bool = True) -> dict[str, A
     return decoded.claims
 
 
-def active_access_token_claims(token: str) -> dict[str, Any] | None:
+def principal_for_claims(claims: dict[str, Any]) -> Principal | None:
+    """Who a valid token speaks for, or None if its client, user or service account is gone.
+
+    Checked on every use so that deleting a client, user or service account ends its tokens
+    at once, and so that a service account's allow-list applies to its tokens too.
+    """
+    client = client_service.get_active_client(claims["client_id"])
+    if client is None or client.org_id != claims["org"]:
+        return None
+    scopes = frozenset(claims.get("scope", "").split()) & scope_rules.ALL
+    common = {"org_id": claims["org"], "credential": "access_token", "credential_id": claims["jti"],
+              "client_id": client.client_id}
+    if client.service_account_id:
+        account = active_service_account(client.service_account_id)
+        if account is None:
+            return None
+        return Principal(type="service_account", id=account.id, name=account.name,
+                         scopes=scopes & scope_rules.expand(account.scope.split()),
+                         ip_whitelists=(tuple(account.ip_whitelist),) if account.ip_whitelist else (), **common)
+    if claims["sub"] == client.client_id:
+        return Principal(type="client", id=client.client_id, name=client.name, scopes=scopes, **common)
+    user = db.session.get(User, claims["sub"])
+    if user is None or user.deleted_at is not None or user.org_id != claims["org"]:
+        return None
+    return Principal(type="user", id=user.id, name=user.email, scopes=scopes, role=user.role, **common)
+
+
+def principal_for_access_token(token: str) -> Principal | None:
+    """The principal of an active (valid, unexpired, unrevoked) access token, or None."""
     claims = decode_access_token(token)
     if claims is None or token_service.is_access_token_revoked(claims["jti"]):
         return None
-    return claims
-
-
-def principal_for_claims(claims: dict[str, Any]) -> Principal:
-    is_user = claims["sub"] != claims["client_id"]
-    return Principal(
-        org_id=claims["org"],
-        type="user" if is_user else "client",
-        id=claims["sub"],
-        name="",
-        scopes=frozenset(claims.get("scope", "").split()) & scope_rules.ALL,
-        credential="access_token",
-        credential_id=claims["jti"],
-        client_id=claims["client_id"],
-    )
+    return principal_for_claims(claims)

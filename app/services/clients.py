@@ -62,6 +62,23 @@ def create_client(
     created_by: str | None = None,
 ) -> tuple[OAuthClient, str | None]:
     """Register a client; returns it with its secret in plaintext (None for a public client)."""
+    client, secret = new_client(org_id=org_id, name=name, redirect_uris=redirect_uris, scopes=scopes,
+                                public=public, created_by=created_by)
+    db.session.commit()
+    return client, secret
+
+
+def new_client(
+    *,
+    org_id: str,
+    name: str,
+    redirect_uris: list[str],
+    scopes: list[str] | str,
+    public: bool = False,
+    created_by: str | None = None,
+    service_account_id: str | None = None,
+) -> tuple[OAuthClient, str | None]:
+    """Validate and add a client to the session; the caller commits."""
     get_org(org_id)
     name = (name or "").strip()
     if not name or len(name) > 200 or "\x00" in name:
@@ -96,9 +113,9 @@ def create_client(
         grant_types=" ".join(grant_types),
         scope=" ".join(requested),
         created_by=created_by,
+        service_account_id=service_account_id,
     )
     db.session.add(client)
-    db.session.commit()
     return client, secret
 
 

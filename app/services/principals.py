@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.errors import ApiError
 from app.extensions import db
-from app.models import OAuthClient, Organization, User
+from app.models import OAuthClient, Organization, ServiceAccount, User
+from app.security import ip_rules
 from app.services.orgs import get_org
 
 
@@ -20,13 +22,35 @@ class Principal:
     credential_id: str  # key id, or the token's jti
     environment: str | None = None  # "live" | "test" for API keys
     client_id: str | None = None
+    role: str | None = None  # for users: bounds what they may grant
+    ip_whitelists: tuple[tuple[str, ...], ...] = ()  # each one must allow the caller
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
 
+    @property
+    def is_test(self) -> bool:
+        return self.environment == "test"
+
+
+def require_address_allowed(principal: Principal, address: str | None) -> None:
+    """403 when an allow-list of the credential (or of its service account) refuses ``address``."""
+    if not ip_rules.allowed_by_all(principal.ip_whitelists, address):
+        raise ApiError("forbidden", f"Requests from {address} are not allowed for this credential")
+
+
+def require_scope(principal: Principal, scope: str) -> None:
+    if not principal.has_scope(scope):
+        raise ApiError("forbidden", f"This credential lacks the required scope: {scope}")
+
 
 def organization_of(principal: Principal) -> Organization:
     return get_org(principal.org_id)
+
+
+def active_service_account(sa_id: str | None) -> ServiceAccount | None:
+    account = db.session.get(ServiceAccount, sa_id) if sa_id else None
+    return account if account is not None and account.deleted_at is None else None
 
 
 def display_name(principal: Principal) -> str:

@@ -1,0 +1,39 @@
+"""Cursor pagination for lists: newest first, ``limit`` 1-100, ``starting_after`` an object id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, and_, or_
+
+from app.errors import ApiError
+from app.extensions import db
+from app.services.orgs import sane_id
+
+MAX_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    has_more: bool
+
+
+def paginate(stmt: Select, model: Any, *, limit: int, starting_after: str | None) -> Page:
+    """Rows of ``stmt`` ordered (created_at, id) descending, after the cursor row if given.
+
+    The cursor must itself be a row ``stmt`` can see, so another tenant's id is refused.
+    """
+    if starting_after is not None:
+        cursor = db.session.scalar(stmt.where(model.id == starting_after)) if sane_id(starting_after) else None
+        if cursor is None:
+            raise ApiError("invalid_request", "starting_after is not an object of this list", param="starting_after")
+        stmt = stmt.where(
+            or_(
+                model.created_at < cursor.created_at,
+                and_(model.created_at == cursor.created_at, model.id < cursor.id),
+            )
+        )
+    rows = list(db.session.scalars(stmt.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)))
+    return Page(items=rows[:limit], has_more=len(rows) > limit)
