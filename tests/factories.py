@@ -89,3 +89,25 @@ def callback_params(response: requests.Response) -> dict[str, str]:
     location = response.headers["Location"]
     assert location.startswith(REDIRECT_URI), location
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+class SourceAddressAdapter(requests.adapters.HTTPAdapter):
+    """Connect from a chosen loopback address, to be "another machine" for allow-lists."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["source_address"] = (self.source, 0)
+        return super().init_poolmanager(*args, **kwargs)
+
+
+def http_from(source: str) -> requests.Session:
+    session = requests.Session()
+    session.mount("http://", SourceAddressAdapter(source))
+    return session
+
+
+def bearer(credential: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {credential}"}

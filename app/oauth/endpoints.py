@@ -21,7 +21,7 @@ from app.extensions import db
 from app.models import ApiKey, RefreshToken
 from app.models.base import utcnow
 from app.oauth.grants import ALL_CLIENT_AUTH, CONFIDENTIAL_CLIENT_AUTH, AddressNotAllowedError
-from app.oauth.tokens import decode_access_token
+from app.oauth.tokens import decode_access_token, principal_for_claims
 from app.security import ip_rules
 from app.services import api_keys as key_service
 from app.services import tokens as token_service
@@ -127,7 +127,8 @@ def find_token(token: str) -> FoundToken | None:
         org_id=claims["org"],
         client_id=claims["client_id"],
         expires_at=datetime.fromtimestamp(claims["exp"], UTC),
-        revoked=token_service.is_access_token_revoked(claims["jti"]),
+        # A token whose client, user or service account is gone is as good as revoked.
+        revoked=token_service.is_access_token_revoked(claims["jti"]) or principal_for_claims(claims) is None,
         claims=claims,
     )
 
