@@ -142,10 +142,10 @@ def start_server(settings: dict, port: int, log_path: Path, extra_env: dict | No
         if process.poll() is not None:
             raise RuntimeError(f"gunicorn exited: {log_path.read_text()}")
         try:
-            if requests.get(f"{url}/.well-known/oauth-authorization-server", timeout=1).ok:
+            if requests.get(f"{url}/.well-known/oauth-authorization-server", timeout=5).ok:
                 return Server(url, process, log_path)
-        except requests.ConnectionError:
-            pass
+        except requests.RequestException:
+            pass  # not listening yet, or workers still booting
         time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"gunicorn did not start: {log_path.read_text()}")
