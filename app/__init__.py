@@ -133,8 +133,10 @@ def register_errorhandlers(app: Flask) -> None:
 def register_request_hooks(app: Flask) -> None:
     from app.observability import register_request_logging
     from app.security.headers import register_security_headers
+    from app.security.https import register_https_enforcement
 
     register_request_logging(app)
+    register_https_enforcement(app)
     register_security_headers(app)
 
 

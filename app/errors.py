@@ -35,6 +35,7 @@ _HTTP_TO_CODE = {
     429: "rate_limited",
     503: "service_unavailable",
 }
+_OAUTH_PASSTHROUGH = {"https_required", "rate_limited"}
 _OAUTH_HTTP_TO_ERROR = {405: "invalid_request", 413: "invalid_request", 415: "invalid_request"}
 
 
@@ -88,7 +89,8 @@ def _page_error(status: int, title: str, message: str):
 
 def handle_api_error(error: ApiError):
     if _surface() == "oauth":
-        return oauth_error("invalid_request" if error.status < 500 else "server_error", error.message, error.status)
+        code = error.code if error.code in _OAUTH_PASSTHROUGH else "invalid_request"
+        return oauth_error(code if error.status < 500 else "server_error", error.message, error.status)
     if _surface() == "page":
         return _page_error(error.status, "Request refused", error.message)
     return envelope(error.code, error.message, error.status, param=error.param)

@@ -142,7 +142,7 @@ def start_server(settings: dict, port: int, log_path: Path, extra_env: dict | No
         if process.poll() is not None:
             raise RuntimeError(f"gunicorn exited: {log_path.read_text()}")
         try:
-            if requests.get(f"{url}/.well-known/oauth-authorization-server", timeout=5).ok:
+            if requests.get(f"{url}/.well-known/oauth-authorization-server", timeout=5).status_code < 500:
                 return Server(url, process, log_path)
         except requests.RequestException:
             pass  # not listening yet, or workers still booting

@@ -1,0 +1,35 @@
+"""HTTPS in production (SPEC §11).
+
+With ``SENSEI_ENV=production`` a plain-HTTP request (directly, or as a trusted proxy's
+``X-Forwarded-Proto: http`` says) is refused on the API and OAuth endpoints with
+``403 https_required`` and redirected to https on pages; every response carries HSTS.
+The scheme comes from ProxyFix, so only ``SENSEI_TRUSTED_PROXIES`` hops are believed.
+Development serves plain HTTP.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, redirect, request
+
+from app.errors import ApiError
+
+HSTS = "max-age=63072000; includeSubDomains"
+
+
+def register_https_enforcement(app: Flask) -> None:
+    if not app.config["SETTINGS"].production:
+        return
+
+    @app.before_request
+    def require_https():
+        if request.scheme == "https":
+            return None
+        path = request.path
+        if path.startswith(("/v1", "/oauth/token", "/oauth/revoke", "/oauth/introspect", "/.well-known/")):
+            raise ApiError("https_required", "HTTPS is required: send this request to the https:// address")
+        return redirect(request.url.replace("http://", "https://", 1), code=308)
+
+    @app.after_request
+    def strict_transport_security(response):
+        response.headers["Strict-Transport-Security"] = HSTS
+        return response
