@@ -22,7 +22,7 @@ UPDATE_FIELDS = {"name", "scopes", "expires_at", "ip_whitelist"}
 
 
 @bp.post("/api-keys")
-@require_principal("admin:write")
+@require_principal("admin:write", action="api_keys.create")
 def create_api_key():
     body = read_object(allowed=CREATE_FIELDS, required=("name", "scopes"))
     principal = g.principal
@@ -36,12 +36,13 @@ def create_api_key():
         service_account_id=optional_string(body, "service_account_id"),
         granter=principal,
         created_by=creator_id(principal),
+        audit=g.audit,
     )
     return api_key_json(key, plaintext), 201
 
 
 @bp.get("/api-keys")
-@require_principal("admin:read")
+@require_principal("admin:read", action="api_keys.list")
 def list_api_keys():
     limit, starting_after = list_params()
     page = key_service.list_api_keys(org_id=g.principal.org_id, viewer=g.principal, limit=limit,
@@ -50,23 +51,25 @@ def list_api_keys():
 
 
 @bp.get("/api-keys/<key_id>")
-@require_principal("admin:read")
+@require_principal("admin:read", action="api_keys.read")
 def get_api_key(key_id: str):
     return api_key_json(key_service.get_api_key(org_id=g.principal.org_id, key_id=key_id, viewer=g.principal))
 
 
 @bp.patch("/api-keys/<key_id>")
-@require_principal("admin:write")
+@require_principal("admin:write", action="api_keys.update")
 def update_api_key(key_id: str):
     body = read_object(allowed=UPDATE_FIELDS)
     if "expires_at" in body:
         body["expires_at"] = optional_time(body, "expires_at")
-    key = key_service.update_api_key(org_id=g.principal.org_id, key_id=key_id, changes=body, granter=g.principal)
+    key = key_service.update_api_key(org_id=g.principal.org_id, key_id=key_id, changes=body, granter=g.principal,
+                                     audit=g.audit)
     return api_key_json(key)
 
 
 @bp.delete("/api-keys/<key_id>")
-@require_principal("admin:write")
+@require_principal("admin:write", action="api_keys.delete")
 def delete_api_key(key_id: str):
-    key = key_service.delete_api_key(org_id=g.principal.org_id, key_id=key_id, viewer=g.principal)
+    key = key_service.delete_api_key(org_id=g.principal.org_id, key_id=key_id, viewer=g.principal,
+                                     audit=g.audit)
     return deleted_json(key.id, "api_key")

@@ -1,4 +1,9 @@
-"""Bearer authentication for /v1: an API key or one of our access tokens (RFC 6750 §2.1)."""
+"""Bearer authentication, authorization and the audit entry of every /v1 call.
+
+Each route names its audit action. The entry is written by the service inside the
+transaction of a change, or here after a read; a refused or failed authenticated call is
+recorded as a failure. Unauthenticated calls have no actor and are not recorded.
+"""
 
 from __future__ import annotations
 
@@ -7,39 +12,62 @@ from functools import wraps
 from flask import g, request
 
 from app.errors import ApiError
+from app.extensions import db
 from app.oauth.tokens import principal_for_access_token
 from app.services import api_keys as key_service
+from app.services import audit as audit_log
+from app.services.audit import AuditContext
 from app.services.principals import Principal, require_address_allowed, require_scope
 
 
 def bearer_principal() -> Principal:
+    """The caller of a Bearer API key or access token; 401 if there is none that is valid."""
     header = request.headers.get("Authorization", "")
     scheme, _, credential = header.partition(" ")
     credential = credential.strip()
     if scheme.lower() != "bearer" or not credential:
         raise ApiError("unauthorized", "Missing API key or access token: send Authorization: Bearer <credential>")
     if credential.startswith("sk_"):
-        principal = key_service.authenticate_api_key(credential)
-    else:
-        found = principal_for_access_token(credential)
-        if found is None:
-            raise ApiError("unauthorized", "Invalid, expired or revoked access token")
-        principal = found
-    require_address_allowed(principal, request.remote_addr)
+        return key_service.authenticate_api_key(credential)
+    principal = principal_for_access_token(credential)
+    if principal is None:
+        raise ApiError("unauthorized", "Invalid, expired or revoked access token")
     return principal
 
 
-def require_principal(scope: str | None = None):
-    """Authenticate the caller; with ``scope``, refuse (403) a caller that does not hold it."""
+def audit_context(principal: Principal) -> AuditContext:
+    return AuditContext(
+        actor_type=principal.type,
+        actor_id=principal.id,
+        actor_name=principal.name,
+        ip_address=request.remote_addr,
+        user_agent=request.headers.get("User-Agent"),
+    )
+
+
+def require_principal(scope: str | None = None, *, action: str):
+    """Authenticate, check address and ``scope``, run the view, and audit it as ``action``."""
 
     def decorator(view):
         @wraps(view)
         def wrapper(*args, **kwargs):
             principal = bearer_principal()
-            if scope is not None:
-                require_scope(principal, scope)
             g.principal = principal
-            return view(*args, **kwargs)
+            g.audit = context = audit_context(principal)
+            resource = next(iter(kwargs.values()), None)
+            try:
+                require_address_allowed(principal, request.remote_addr)
+                if scope is not None:
+                    require_scope(principal, scope)
+                response = view(*args, **kwargs)
+            except ApiError:
+                db.session.rollback()
+                audit_log.record_now(context, org_id=principal.org_id, action=action,
+                                     resource=resource, result="failure")
+                raise
+            if not context.recorded:
+                audit_log.record_now(context, org_id=principal.org_id, action=action, resource=resource)
+            return response
 
         return wrapper
 

@@ -11,7 +11,7 @@ from app.services import scopes as scope_rules
 
 
 @bp.get("/me")
-@require_principal()
+@require_principal(action="me.read")
 def me():
     principal = g.principal
     org = principal_service.organization_of(principal)

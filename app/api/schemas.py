@@ -17,7 +17,7 @@ import yaml
 from flask import request
 
 from app.errors import ApiError
-from app.models import ApiKey, ServiceAccount
+from app.models import ApiKey, AuditEvent, ServiceAccount
 from app.services.api_keys import redacted
 from app.services.pagination import MAX_LIMIT, Page
 
@@ -131,7 +131,10 @@ def _yaml_sent_as_json(raw: bytes) -> Any:
 
 def optional_time(body: dict[str, Any], field: str) -> datetime | None:
     """An ISO 8601 date-time with a timezone (``2027-01-01T00:00:00Z``), or null."""
-    value = body.get(field)
+    return parse_time(body.get(field), field)
+
+
+def parse_time(value: Any, field: str) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, datetime):  # YAML parses timestamps itself
@@ -155,10 +158,17 @@ def optional_string(body: dict[str, Any], field: str) -> str | None:
     return value
 
 
-def list_params() -> tuple[int, str | None]:
-    """``limit`` (1-100, default 10) and ``starting_after`` from the query string."""
+def string_filter(name: str, max_length: int = 128) -> str | None:
+    value = request.args.get(name)
+    if value is not None and (not value or len(value) > max_length or "\x00" in value):
+        raise _invalid(f"{name} must be 1-{max_length} characters", param=name)
+    return value
+
+
+def list_params(default_limit: int = DEFAULT_LIMIT) -> tuple[int, str | None]:
+    """``limit`` (1-100) and ``starting_after`` from the query string."""
     raw_limit = request.args.get("limit")
-    limit = DEFAULT_LIMIT
+    limit = default_limit
     if raw_limit is not None:
         if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
             raise _invalid(f"limit must be an integer from 1 to {MAX_LIMIT}", param="limit")
@@ -205,6 +215,20 @@ def service_account_json(account: ServiceAccount, client_secret: str | None = No
         body["client_secret"] = client_secret
     body["created_at"] = iso(account.created_at)
     return body
+
+
+def audit_event_json(event: AuditEvent) -> dict[str, Any]:
+    """The shape of the product documentation's example, field for field."""
+    return {
+        "id": event.id,
+        "timestamp": iso(event.created_at),
+        "actor": {"type": event.actor_type, "id": event.actor_id, "name": event.actor_name},
+        "action": event.action,
+        "resource": event.resource,
+        "ip_address": event.ip_address,
+        "user_agent": event.user_agent,
+        "result": event.result,
+    }
 
 
 def list_json(page: Page, render) -> dict[str, Any]:

@@ -13,7 +13,7 @@ FIELDS = {"name", "description", "scopes", "ip_whitelist"}
 
 
 @bp.post("/service-accounts")
-@require_principal("admin:write")
+@require_principal("admin:write", action="service_accounts.create")
 def create_service_account():
     body = read_object(allowed=FIELDS, required=("name", "scopes"), yaml_ok=True)
     principal = g.principal
@@ -25,12 +25,13 @@ def create_service_account():
         ip_whitelist=body.get("ip_whitelist"),
         granter=principal,
         created_by=creator_id(principal),
+        audit=g.audit,
     )
     return service_account_json(account, secret), 201
 
 
 @bp.get("/service-accounts")
-@require_principal("admin:read")
+@require_principal("admin:read", action="service_accounts.list")
 def list_service_accounts():
     limit, starting_after = list_params()
     page = account_service.list_service_accounts(org_id=g.principal.org_id, limit=limit,
@@ -39,23 +40,25 @@ def list_service_accounts():
 
 
 @bp.get("/service-accounts/<account_id>")
-@require_principal("admin:read")
+@require_principal("admin:read", action="service_accounts.read")
 def get_service_account(account_id: str):
     return service_account_json(account_service.get_service_account(org_id=g.principal.org_id,
                                                                     account_id=account_id))
 
 
 @bp.patch("/service-accounts/<account_id>")
-@require_principal("admin:write")
+@require_principal("admin:write", action="service_accounts.update")
 def update_service_account(account_id: str):
     body = read_object(allowed=FIELDS, yaml_ok=True)
     account = account_service.update_service_account(org_id=g.principal.org_id, account_id=account_id,
-                                                     changes=body, granter=g.principal)
+                                                     changes=body, granter=g.principal,
+                                                     audit=g.audit)
     return service_account_json(account)
 
 
 @bp.delete("/service-accounts/<account_id>")
-@require_principal("admin:write")
+@require_principal("admin:write", action="service_accounts.delete")
 def delete_service_account(account_id: str):
-    account = account_service.delete_service_account(org_id=g.principal.org_id, account_id=account_id)
+    account = account_service.delete_service_account(org_id=g.principal.org_id, account_id=account_id,
+                                                     audit=g.audit)
     return deleted_json(account.id, "service_account")

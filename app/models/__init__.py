@@ -1,6 +1,7 @@
 """SQLAlchemy models, one module per aggregate. Importing this registers every table."""
 
 from app.models.api_key import ApiKey
+from app.models.audit import AuditChainHead, AuditEvent
 from app.models.client import Consent, OAuthClient
 from app.models.org import ROLES, TIERS, Organization, User, UserSession
 from app.models.service_account import ServiceAccount
@@ -8,6 +9,8 @@ from app.models.token import AuthorizationCode, RefreshToken, RevokedAccessToken
 
 __all__ = [
     "ApiKey",
+    "AuditChainHead",
+    "AuditEvent",
     "AuthorizationCode",
     "Consent",
     "OAuthClient",

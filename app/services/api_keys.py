@@ -26,7 +26,9 @@ from app.models import ApiKey
 from app.models.base import BASE62, new_id, random_base62, utcnow
 from app.security import ip_rules
 from app.security.digests import digest
+from app.services import audit as audit_log
 from app.services import scopes as scope_rules
+from app.services.audit import AuditContext
 from app.services.orgs import sane_id
 from app.services.pagination import Page, paginate
 from app.services.principals import Principal, active_service_account
@@ -77,6 +79,7 @@ def create_api_key(
     service_account_id: str | None = None,
     granter: Principal | None = None,
     created_by: str | None = None,
+    audit: AuditContext | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key and return it with its plaintext (the only time the plaintext exists)."""
     name = valid_name(name)
@@ -112,6 +115,7 @@ def create_api_key(
         expires_at=expires_at,
     )
     db.session.add(key)
+    audit_log.record(audit, org_id=org_id, action="api_keys.create", resource=key.id)
     db.session.commit()
     return key, plaintext
 
@@ -137,7 +141,8 @@ def get_api_key(*, org_id: str, key_id: str, viewer: Principal | None) -> ApiKey
     return key
 
 
-def update_api_key(*, org_id: str, key_id: str, changes: dict[str, Any], granter: Principal | None) -> ApiKey:
+def update_api_key(*, org_id: str, key_id: str, changes: dict[str, Any], granter: Principal | None,
+                   audit: AuditContext | None = None) -> ApiKey:
     key = get_api_key(org_id=org_id, key_id=key_id, viewer=granter)
     if "name" in changes:
         key.name = valid_name(changes["name"])
@@ -150,13 +155,16 @@ def update_api_key(*, org_id: str, key_id: str, changes: dict[str, Any], granter
         if not scope_rules.expand(requested) <= scope_rules.expand(key.scope.split()):
             raise ApiError("invalid_request", "scopes can only be narrowed", param="scopes")
         key.scope = " ".join(requested)
+    audit_log.record(audit, org_id=org_id, action="api_keys.update", resource=key.id)
     db.session.commit()
     return key
 
 
-def delete_api_key(*, org_id: str, key_id: str, viewer: Principal | None) -> ApiKey:
+def delete_api_key(*, org_id: str, key_id: str, viewer: Principal | None,
+                   audit: AuditContext | None = None) -> ApiKey:
     key = get_api_key(org_id=org_id, key_id=key_id, viewer=viewer)
     key.revoked_at = utcnow()
+    audit_log.record(audit, org_id=org_id, action="api_keys.delete", resource=key.id)
     db.session.commit()
     return key
 

@@ -10,11 +10,12 @@ from sqlalchemy import delete, select, update
 
 from app.errors import ApiError
 from app.extensions import db
-from app.models import ROLES, TIERS, Organization, User, UserSession
+from app.models import ROLES, TIERS, AuditChainHead, Organization, User, UserSession
 from app.models.base import new_id, utcnow
 from app.security.digests import digest
 from app.security.passwords import hash_password, password_problem, verify_password
 
+GENESIS_HASH = "0" * 64  # the chain of an organization's audit log starts here
 EMAIL_RE = re.compile(r"^[^@\s\x00]{1,64}@[^@\s\x00]{1,190}\.[^@\s\x00]{2,63}$")
 
 
@@ -26,6 +27,8 @@ def create_org(*, name: str, tier: str = "free") -> Organization:
         raise ApiError("invalid_request", f"Tier must be one of: {', '.join(TIERS)}", param="tier")
     org = Organization(id=new_id("org"), name=name, tier=tier)
     db.session.add(org)
+    db.session.flush()
+    db.session.add(AuditChainHead(org_id=org.id, seq=0, hash=GENESIS_HASH))
     db.session.commit()
     return org
 

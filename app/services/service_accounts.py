@@ -17,7 +17,9 @@ from app.models import OAuthClient, ServiceAccount
 from app.models.base import new_id, utcnow
 from app.security import ip_rules
 from app.services import api_keys as key_service
+from app.services import audit as audit_log
 from app.services import clients as client_service
+from app.services.audit import AuditContext
 from app.services.orgs import sane_id
 from app.services.pagination import Page, paginate
 from app.services.principals import Principal
@@ -44,6 +46,7 @@ def create_service_account(
     ip_whitelist: Any = None,
     granter: Principal | None = None,
     created_by: str | None = None,
+    audit: AuditContext | None = None,
 ) -> tuple[ServiceAccount, str]:
     """Create the account and its client; returns the account and the client secret (shown once)."""
     name = valid_name(name)
@@ -61,6 +64,7 @@ def create_service_account(
         ip_whitelist=whitelist, client_id=client.client_id, created_by=created_by,
     )
     db.session.add(account)
+    audit_log.record(audit, org_id=org_id, action="service_accounts.create", resource=account.id)
     db.session.commit()
     assert secret is not None
     return account, secret
@@ -82,7 +86,7 @@ def get_service_account(*, org_id: str, account_id: str) -> ServiceAccount:
 
 
 def update_service_account(*, org_id: str, account_id: str, changes: dict[str, Any],
-                           granter: Principal | None) -> ServiceAccount:
+                           granter: Principal | None, audit: AuditContext | None = None) -> ServiceAccount:
     account = get_service_account(org_id=org_id, account_id=account_id)
     client = db.session.get(OAuthClient, account.client_id)
     if "name" in changes:
@@ -97,11 +101,12 @@ def update_service_account(*, org_id: str, account_id: str, changes: dict[str, A
         account.scope = " ".join(requested)
         if client is not None:
             client.scope = account.scope
+    audit_log.record(audit, org_id=org_id, action="service_accounts.update", resource=account.id)
     db.session.commit()
     return account
 
 
-def delete_service_account(*, org_id: str, account_id: str) -> ServiceAccount:
+def delete_service_account(*, org_id: str, account_id: str, audit: AuditContext | None = None) -> ServiceAccount:
     """Delete the account; its keys are revoked and its client's tokens stop working at once."""
     account = get_service_account(org_id=org_id, account_id=account_id)
     now = utcnow()
@@ -110,5 +115,6 @@ def delete_service_account(*, org_id: str, account_id: str) -> ServiceAccount:
     if client is not None:
         client.deleted_at = now
     key_service.revoke_keys_of_service_account(account.id)
+    audit_log.record(audit, org_id=org_id, action="service_accounts.delete", resource=account.id)
     db.session.commit()
     return account

@@ -1,0 +1,48 @@
+"""The audit trail (SPEC §10): append-only entries, hash-chained per organization."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.extensions import db
+from app.models.base import UTCDateTime
+
+
+class AuditEvent(db.Model):
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        UniqueConstraint("org_id", "seq"),
+        # Every list query is "this org, newest first", optionally narrowed by one filter.
+        Index("ix_audit_events_org_action_seq", "org_id", "action", "seq"),
+        Index("ix_audit_events_org_actor_seq", "org_id", "actor_id", "seq"),
+        Index("ix_audit_events_org_result_seq", "org_id", "result", "seq"),
+        Index("ix_audit_events_org_time", "org_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor_type: Mapped[str] = mapped_column(String(20))
+    actor_id: Mapped[str | None] = mapped_column(String(64))
+    actor_name: Mapped[str] = mapped_column(String(254))
+    action: Mapped[str] = mapped_column(String(64))
+    resource: Mapped[str | None] = mapped_column(String(128))
+    ip_address: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    result: Mapped[str] = mapped_column(String(10))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditChainHead(db.Model):
+    """The newest link of an organization's chain; updating it serializes appends per org."""
+
+    __tablename__ = "audit_chain_heads"
+
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    hash: Mapped[str] = mapped_column(String(64))
