@@ -24,10 +24,12 @@ from app.errors import ApiError
 from app.extensions import db
 from app.models import Organization
 from app.services import api_keys as key_service
+from app.services import audit as audit_log
 from app.services import clients as client_service
 from app.services import orgs as org_service
 from app.services import schema, signing_keys
 from app.services import tokens as token_service
+from app.services.audit import operator_context
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 
@@ -145,7 +147,8 @@ def create_user_command(as_json: bool, email: str, org_id: str, role: str, passw
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    user = org_service.create_user(org_id=org_id, email=email, password=password, role=role)
+    user = org_service.create_user(org_id=org_id, email=email, password=password, role=role,
+                                   audit=operator_context())
     _emit(as_json, {"id": user.id, "object": "user", "email": user.email, "org_id": user.org_id,
                     "role": user.role, "created_at": _iso(user.created_at)}, [user.id])
 
@@ -162,7 +165,7 @@ def create_api_key_command(as_json: bool, org_id: str, name: str, scopes: str, t
     org_service.get_org(org_id)
     key, plaintext = key_service.create_api_key(
         org_id=org_id, name=name, scopes=scopes.split(), environment="test" if test_key else "live",
-        expires_at=_parse_time(expires_at, "expires_at"),
+        expires_at=_parse_time(expires_at, "expires_at"), audit=operator_context(),
     )
     _emit(as_json, {"id": key.id, "object": "api_key", "key": plaintext, "name": key.name,
                     "scopes": key.scope.split(), "environment": key.environment,
@@ -179,7 +182,8 @@ def create_client_command(as_json: bool, org_id: str, name: str, redirect_uris: 
                           public: bool) -> None:
     """Register an OAuth client and print its client_id and client_secret."""
     client, secret = client_service.create_client(
-        org_id=org_id, name=name, redirect_uris=list(redirect_uris), scopes=scopes.split(), public=public
+        org_id=org_id, name=name, redirect_uris=list(redirect_uris), scopes=scopes.split(), public=public,
+        audit=operator_context(),
     )
     payload = {"client_id": client.client_id, "client_secret": secret, "object": "oauth_client",
                "name": client.name, "org_id": client.org_id, "public": client.is_public,
@@ -210,6 +214,25 @@ def prune_command(as_json: bool) -> None:
                                               access_token_ttl=settings.ACCESS_TOKEN_TTL)
     counts["signing_keys"] = len(removed)
     _emit(as_json, {"deleted": counts}, [f"{name}: {n} deleted" for name, n in counts.items()])
+
+
+@click.group("audit")
+def audit_group() -> None:
+    """The audit log."""
+
+
+@audit_group.command("verify")
+@json_option
+@click.option("--org", "org_id", default=None, help="Only this organization's chain.")
+@with_appcontext
+def audit_verify_command(as_json: bool, org_id: str | None) -> None:
+    """Check every organization's hash chain; exit 1 if an entry was edited, inserted or deleted."""
+    report = audit_log.verify_chain(org_id=org_id)
+    lines = [f"{report['organizations']} chain(s), {report['entries']} entries checked."]
+    lines += [f"BROKEN {p['org_id']}: {p['problem']}" for p in report["problems"]] or ["All chains intact."]
+    _emit(as_json, report, lines)
+    if report["problems"]:
+        sys.exit(1)
 
 
 @click.command("serve")
@@ -248,6 +271,7 @@ COMMANDS = [
     create_client_command,
     rotate_signing_key_command,
     prune_command,
+    audit_group,
     serve_command,
 ]
 

@@ -71,3 +71,16 @@ def register_request_logging(app: Flask) -> None:
             },
         )
         return response
+
+
+def request_audit_context(actor_type: str, actor_id: str | None, actor_name: str):
+    """An audit context for the current request: the actor plus its address and user agent."""
+    from app.services.audit import AuditContext
+
+    return AuditContext(
+        actor_type=actor_type,
+        actor_id=actor_id,
+        actor_name=actor_name,
+        ip_address=request.remote_addr,
+        user_agent=request.headers.get("User-Agent"),
+    )

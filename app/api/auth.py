@@ -14,6 +14,7 @@ from flask import g, request
 from app.errors import ApiError
 from app.extensions import db
 from app.oauth.tokens import principal_for_access_token
+from app.observability import request_audit_context
 from app.services import api_keys as key_service
 from app.services import audit as audit_log
 from app.services.audit import AuditContext
@@ -36,13 +37,7 @@ def bearer_principal() -> Principal:
 
 
 def audit_context(principal: Principal) -> AuditContext:
-    return AuditContext(
-        actor_type=principal.type,
-        actor_id=principal.id,
-        actor_name=principal.name,
-        ip_address=request.remote_addr,
-        user_agent=request.headers.get("User-Agent"),
-    )
+    return request_audit_context(principal.type, principal.id, principal.name)
 
 
 def require_principal(scope: str | None = None, *, action: str):

@@ -10,6 +10,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.extensions import db
 from app.models.base import UTCDateTime
 
+GENESIS_HASH = "0" * 64  # the chain of every organization's audit log starts here
+
 
 class AuditEvent(db.Model):
     __tablename__ = "audit_events"

@@ -19,6 +19,11 @@ def random_base62(length: int) -> str:
     return "".join(secrets.choice(BASE62) for _ in range(length))
 
 
+def sane_id(value: str) -> bool:
+    """Whether ``value`` can be looked up at all (bounded length, no NUL for PostgreSQL)."""
+    return isinstance(value, str) and 0 < len(value) <= 64 and "\x00" not in value
+
+
 def new_id(prefix: str) -> str:
     """A random, non-sequential public id such as ``org_4fK...`` (20 base62 chars, 119 bits)."""
     return f"{prefix}_{random_base62(20)}"

@@ -20,10 +20,13 @@ from flask import request as flask_request
 from app.extensions import db
 from app.models import ApiKey, RefreshToken
 from app.models.base import utcnow
+from app.oauth.events import client_context
 from app.oauth.grants import ALL_CLIENT_AUTH, CONFIDENTIAL_CLIENT_AUTH, AddressNotAllowedError
 from app.oauth.tokens import decode_access_token, principal_for_claims
+from app.observability import request_audit_context
 from app.security import ip_rules
 from app.services import api_keys as key_service
+from app.services import audit as audit_log
 from app.services import tokens as token_service
 
 
@@ -176,13 +179,22 @@ class Revocation(_CallerAuthentication, RevocationEndpoint):
         return find_token(token_string)
 
     def revoke_token(self, token: FoundToken, request):
+        caller = request.client
+        if isinstance(caller, ApiKeyCaller):
+            audit = request_audit_context("api_key", caller.key.id, caller.key.name)
+        else:
+            audit = client_context(caller)
         if token.kind == "refresh_token":
-            token_service.revoke_refresh_token(token.row)
+            # RFC 7009 §2.1: revoking a refresh token revokes its grant's access tokens too.
+            token_service.revoke_family(token.row.family_id, reason="revoked")
+            resource = token.row.family_id
         else:
             token_service.revoke_access_token(
                 jti=token.claims["jti"], org_id=token.org_id, expires_at=token.expires_at, reason="revoked"
             )
-            db.session.commit()
+            resource = token.claims["jti"]
+        audit_log.record(audit, org_id=token.org_id, action="oauth.token.revoke", resource=resource)
+        db.session.commit()
 
 
 class Introspection(_CallerAuthentication, IntrospectionEndpoint):

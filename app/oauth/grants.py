@@ -15,7 +15,9 @@ from flask import request as flask_request
 
 from app.extensions import db
 from app.models import User
+from app.oauth.events import client_context
 from app.security import ip_rules
+from app.services import audit as audit_log
 from app.services import scopes as scope_rules
 from app.services import tokens as token_service
 from app.services.principals import active_service_account
@@ -76,11 +78,11 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         return token_service.new_authorization_code()
 
     def query_authorization_code(self, code, client):
-        return token_service.find_authorization_code(code, client.client_id)
+        return token_service.find_authorization_code(code, client.client_id, client_context(client))
 
     def authenticate_user(self, authorization_code):
         # Runs after every check (client, redirect URI, PKCE): this is where the code is spent.
-        if not token_service.claim_authorization_code(authorization_code):
+        if not token_service.claim_authorization_code(authorization_code, client_context(self.request.client)):
             raise InvalidGrantError("The authorization code has already been used.")
         user = _active_user(authorization_code.user_id)
         if user is None:
@@ -98,7 +100,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = True
 
     def authenticate_refresh_token(self, refresh_token):
-        return token_service.find_refresh_token(refresh_token)
+        return token_service.find_refresh_token(refresh_token, client_context(self.request.client))
 
     def _validate_token_scope(self, token):
         scope = self.request.payload.scope
@@ -112,7 +114,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             raise InvalidScopeError("A refresh may narrow the scope, never widen it.")
 
     def authenticate_user(self, refresh_token):
-        if not token_service.claim_refresh_token(refresh_token):
+        if not token_service.claim_refresh_token(refresh_token, client_context(self.request.client)):
             raise InvalidGrantError("The refresh token has already been used.")
         user = _active_user(refresh_token.user_id)
         if user is None:
@@ -138,4 +140,6 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
             if account is None:
                 raise InvalidClientError(status_code=401, description="The service account has been deleted.")
             if not ip_rules.allows(account.ip_whitelist, flask_request.remote_addr):
+                audit_log.record_now(client_context(client), org_id=client.org_id, action="oauth.token.issue",
+                                     result="failure")
                 raise AddressNotAllowedError()

@@ -11,9 +11,11 @@ from flask import Flask, current_app
 from app.oauth import client_auth
 from app.oauth.clients import query_client
 from app.oauth.endpoints import Introspection, Revocation
+from app.oauth.events import client_context
 from app.oauth.grants import AuthorizationCodeGrant, ClientCredentialsGrant, RefreshTokenGrant
 from app.oauth.pkce import StrictCodeChallenge
 from app.oauth.tokens import AccessTokenGenerator
+from app.services import audit as audit_log
 from app.services import scopes as scope_rules
 from app.services import tokens as token_service
 
@@ -67,8 +69,11 @@ def save_token_response(token: dict, request) -> None:
     """Persist what the token response carries (Authlib calls this before responding)."""
     issued = token.pop("_issued")
     grant_type = request.payload.grant_type
+    audit = client_context(request.client)
     if grant_type == "client_credentials":
-        return  # self-contained JWT: nothing to store until it is revoked
+        # A self-contained JWT: nothing to store but the audit entry.
+        audit_log.record_now(audit, org_id=request.client.org_id, action="oauth.token.issue", resource=issued.jti)
+        return
     refresh_ttl = current_app.config["SETTINGS"].REFRESH_TOKEN_TTL
     if grant_type == "authorization_code":
         token_service.record_issue(
@@ -80,6 +85,7 @@ def save_token_response(token: dict, request) -> None:
             scope=token["scope"],
             refresh_ttl=refresh_ttl,
             code=request.authorization_code,
+            audit=audit,
         )
     elif grant_type == "refresh_token":
         previous = request.refresh_token
@@ -92,6 +98,8 @@ def save_token_response(token: dict, request) -> None:
             scope=previous.scope,  # RFC 6749 §6: the new refresh token keeps the original scope
             refresh_ttl=refresh_ttl,
             family_id=previous.family_id,
+            audit=audit,
+            action="oauth.token.refresh",
         )
 
 

@@ -23,13 +23,12 @@ from sqlalchemy import select, update
 from app.errors import ApiError
 from app.extensions import db
 from app.models import ApiKey
-from app.models.base import BASE62, new_id, random_base62, utcnow
+from app.models.base import BASE62, new_id, random_base62, sane_id, utcnow
 from app.security import ip_rules
 from app.security.digests import digest
 from app.services import audit as audit_log
 from app.services import scopes as scope_rules
 from app.services.audit import AuditContext
-from app.services.orgs import sane_id
 from app.services.pagination import Page, paginate
 from app.services.principals import Principal, active_service_account
 from app.services.validation import check_grantable, valid_expiry, valid_name, valid_scopes

@@ -24,9 +24,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from app.errors import ApiError
 from app.extensions import db
 from app.models import AuditChainHead, AuditEvent
-from app.models.base import new_id, utcnow
-from app.services.orgs import GENESIS_HASH as GENESIS
-from app.services.orgs import sane_id
+from app.models.audit import GENESIS_HASH as GENESIS
+from app.models.base import new_id, sane_id, utcnow
 from app.services.pagination import Page
 
 RESULTS = ("success", "failure")

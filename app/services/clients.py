@@ -10,10 +10,12 @@ from sqlalchemy import select
 from app.errors import ApiError
 from app.extensions import db
 from app.models import OAuthClient
-from app.models.base import random_base62
+from app.models.base import random_base62, sane_id
 from app.security.digests import digest, matches
+from app.services import audit as audit_log
 from app.services import scopes as scope_rules
-from app.services.orgs import get_org, sane_id
+from app.services.audit import AuditContext
+from app.services.orgs import get_org
 
 MAX_REDIRECT_URIS = 20
 MAX_REDIRECT_URI_LENGTH = 2000
@@ -60,10 +62,12 @@ def create_client(
     scopes: list[str] | str,
     public: bool = False,
     created_by: str | None = None,
+    audit: AuditContext | None = None,
 ) -> tuple[OAuthClient, str | None]:
     """Register a client; returns it with its secret in plaintext (None for a public client)."""
     client, secret = new_client(org_id=org_id, name=name, redirect_uris=redirect_uris, scopes=scopes,
                                 public=public, created_by=created_by)
+    audit_log.record(audit, org_id=org_id, action="oauth_clients.create", resource=client.client_id)
     db.session.commit()
     return client, secret
 

@@ -7,7 +7,9 @@ from sqlalchemy import select
 from app.extensions import db
 from app.models import Consent
 from app.models.base import new_id, utcnow
+from app.services import audit as audit_log
 from app.services import scopes as scope_rules
+from app.services.audit import AuditContext
 
 
 def consented_scopes(*, user_id: str, client_id: str) -> frozenset[str]:
@@ -19,7 +21,7 @@ def covers(*, user_id: str, client_id: str, scope: str) -> bool:
     return frozenset(scope.split()) <= consented_scopes(user_id=user_id, client_id=client_id)
 
 
-def record_consent(*, user_id: str, client_id: str, scope: str) -> None:
+def record_consent(*, user_id: str, client_id: str, org_id: str, scope: str, audit: AuditContext | None = None) -> None:
     """Remember the grant, widening an earlier consent (never narrowing it silently)."""
     row = db.session.scalar(select(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id))
     if row is None:
@@ -27,4 +29,5 @@ def record_consent(*, user_id: str, client_id: str, scope: str) -> None:
     else:
         row.scope = scope_rules.to_string(set(row.scope.split()) | set(scope.split()))
         row.updated_at = utcnow()
+    audit_log.record(audit, org_id=org_id, action="oauth.consent.grant", resource=client_id)
     db.session.commit()

@@ -11,11 +11,13 @@ from sqlalchemy import delete, select, update
 from app.errors import ApiError
 from app.extensions import db
 from app.models import ROLES, TIERS, AuditChainHead, Organization, User, UserSession
-from app.models.base import new_id, utcnow
+from app.models.audit import GENESIS_HASH
+from app.models.base import new_id, sane_id, utcnow
 from app.security.digests import digest
 from app.security.passwords import hash_password, password_problem, verify_password
+from app.services import audit as audit_log
+from app.services.audit import AuditContext
 
-GENESIS_HASH = "0" * 64  # the chain of an organization's audit log starts here
 EMAIL_RE = re.compile(r"^[^@\s\x00]{1,64}@[^@\s\x00]{1,190}\.[^@\s\x00]{2,63}$")
 
 
@@ -44,7 +46,8 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
-def create_user(*, org_id: str, email: str, password: str, role: str) -> User:
+def create_user(*, org_id: str, email: str, password: str, role: str,
+                audit: AuditContext | None = None) -> User:
     get_org(org_id)
     email = normalize_email(email)
     if not EMAIL_RE.match(email):
@@ -58,6 +61,7 @@ def create_user(*, org_id: str, email: str, password: str, role: str) -> User:
         raise ApiError("conflict", "A user with this email already exists", param="email")
     user = User(id=new_id("usr"), org_id=org_id, email=email, password_hash=hash_password(password), role=role)
     db.session.add(user)
+    audit_log.record(audit, org_id=org_id, action="users.create", resource=user.id)
     db.session.commit()
     return user
 
@@ -65,11 +69,16 @@ def create_user(*, org_id: str, email: str, password: str, role: str) -> User:
 def authenticate_user(*, email: str, password: str) -> User | None:
     """The user for these credentials, or None; the same work whether the email exists or not."""
     email = normalize_email(email)
-    user = None
-    if EMAIL_RE.match(email) and len(password) <= 1024:
-        user = db.session.scalar(select(User).where(User.email == email, User.deleted_at.is_(None)))
+    user = user_by_email(email) if len(password) <= 1024 else None
     ok = verify_password(user.password_hash if user else None, password[:1024])
     return user if ok and user is not None else None
+
+
+def user_by_email(email: str) -> User | None:
+    email = normalize_email(email)
+    if not EMAIL_RE.match(email):
+        return None
+    return db.session.scalar(select(User).where(User.email == email, User.deleted_at.is_(None)))
 
 
 def start_session(*, user: User, ttl_seconds: int) -> str:
@@ -108,9 +117,6 @@ def end_session(session_id: str | None) -> None:
     db.session.commit()
 
 
-def sane_id(value: str) -> bool:
-    """Whether ``value`` can be looked up at all (bounded length, no NUL for PostgreSQL)."""
-    return isinstance(value, str) and 0 < len(value) <= 64 and "\x00" not in value
 
 
 def prune_sessions(now: datetime) -> int:

@@ -9,7 +9,7 @@ from sqlalchemy import Select, and_, or_
 
 from app.errors import ApiError
 from app.extensions import db
-from app.services.orgs import sane_id
+from app.models.base import sane_id
 
 MAX_LIMIT = 100
 

@@ -14,13 +14,12 @@ from sqlalchemy import select
 from app.errors import ApiError
 from app.extensions import db
 from app.models import OAuthClient, ServiceAccount
-from app.models.base import new_id, utcnow
+from app.models.base import new_id, sane_id, utcnow
 from app.security import ip_rules
 from app.services import api_keys as key_service
 from app.services import audit as audit_log
 from app.services import clients as client_service
 from app.services.audit import AuditContext
-from app.services.orgs import sane_id
 from app.services.pagination import Page, paginate
 from app.services.principals import Principal
 from app.services.validation import check_grantable, valid_name, valid_scopes

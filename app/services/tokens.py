@@ -19,6 +19,8 @@ from app.extensions import db
 from app.models import AuthorizationCode, RefreshToken, RevokedAccessToken
 from app.models.base import new_id, utcnow
 from app.security.digests import digest
+from app.services import audit as audit_log
+from app.services.audit import AuditContext
 
 MAX_TOKEN_LENGTH = 4096
 
@@ -67,7 +69,7 @@ def save_authorization_code(
     return row
 
 
-def find_authorization_code(code: str, client_id: str) -> AuthorizationCode | None:
+def find_authorization_code(code: str, client_id: str, audit: AuditContext | None = None) -> AuthorizationCode | None:
     """The unexpired code issued to ``client_id``. A code already redeemed is a replay:
     everything issued from it is revoked (RFC 6749 §4.1.2) and None is returned."""
     if not _lookupable(code):
@@ -76,14 +78,14 @@ def find_authorization_code(code: str, client_id: str) -> AuthorizationCode | No
     if row is None or row.client_id != client_id:
         return None
     if row.used_at is not None:
-        revoke_code_grant(row)
+        revoke_code_grant(row, audit)
         return None
     if row.expires_at <= utcnow():
         return None
     return row
 
 
-def claim_authorization_code(row: AuthorizationCode) -> bool:
+def claim_authorization_code(row: AuthorizationCode, audit: AuditContext | None = None) -> bool:
     """Mark the code used; True for exactly one caller. The loser revokes the winner's tokens.
 
     The winner must record what it issues (``record_code_issue``) in the same transaction, so
@@ -100,17 +102,19 @@ def claim_authorization_code(row: AuthorizationCode) -> bool:
     db.session.rollback()
     fresh = db.session.get(AuthorizationCode, row.id, populate_existing=True)
     if fresh is not None:
-        revoke_code_grant(fresh)
+        revoke_code_grant(fresh, audit)
     return False
 
 
-def revoke_code_grant(row: AuthorizationCode) -> None:
+def revoke_code_grant(row: AuthorizationCode, audit: AuditContext | None = None) -> None:
     if row.issued_jti and row.issued_access_expires_at:
         revoke_access_token(
             jti=row.issued_jti, org_id=row.org_id, expires_at=row.issued_access_expires_at, reason="code_replay"
         )
     if row.issued_family_id:
         revoke_family(row.issued_family_id, reason="code_replay")
+    audit_log.record(audit, org_id=row.org_id, action="oauth.code.replay_detected", resource=row.id,
+                     result="failure")
     db.session.commit()
 
 
@@ -134,8 +138,11 @@ def record_issue(
     refresh_ttl: int,
     family_id: str | None = None,
     code: AuthorizationCode | None = None,
+    audit: AuditContext | None = None,
+    action: str = "oauth.token.issue",
 ) -> None:
-    """Persist what a token response carries, then commit (closing the claim's transaction)."""
+    """Persist what a token response carries and audit it, then commit (closing the claim's
+    transaction)."""
     if refresh_token is not None:
         family_id = family_id or new_id("fam")
         db.session.add(
@@ -163,13 +170,14 @@ def record_issue(
             )
             .execution_options(synchronize_session=False)
         )
+    audit_log.record(audit, org_id=org_id, action=action, resource=access.jti)
     db.session.commit()
 
 
 # -- refresh tokens -----------------------------------------------------------------
 
 
-def find_refresh_token(token: str) -> RefreshToken | None:
+def find_refresh_token(token: str, audit: AuditContext | None = None) -> RefreshToken | None:
     """The usable refresh token for ``token``. Presenting a rotated one is reuse: the whole
     family is revoked (RFC 9700 §4.14.2) and None is returned."""
     if not _lookupable(token) or not token.startswith("rt_"):
@@ -178,15 +186,14 @@ def find_refresh_token(token: str) -> RefreshToken | None:
     if row is None or row.revoked_at is not None:
         return None
     if row.used_at is not None:
-        revoke_family(row.family_id, reason="refresh_reuse")
-        db.session.commit()
+        _reuse_detected(row, audit)
         return None
     if row.expires_at <= utcnow():
         return None
     return row
 
 
-def claim_refresh_token(row: RefreshToken) -> bool:
+def claim_refresh_token(row: RefreshToken, audit: AuditContext | None = None) -> bool:
     """Mark the token rotated; True for exactly one caller. A loser is a reuse."""
     result = db.session.execute(
         update(RefreshToken)
@@ -197,9 +204,15 @@ def claim_refresh_token(row: RefreshToken) -> bool:
     if result.rowcount == 1:
         return True
     db.session.rollback()
-    revoke_family(row.family_id, reason="refresh_reuse")
-    db.session.commit()
+    _reuse_detected(row, audit)
     return False
+
+
+def _reuse_detected(row: RefreshToken, audit: AuditContext | None) -> None:
+    revoke_family(row.family_id, reason="refresh_reuse")
+    audit_log.record(audit, org_id=row.org_id, action="oauth.refresh_token.reuse_detected",
+                     resource=row.family_id, result="failure")
+    db.session.commit()
 
 
 def revoke_family(family_id: str, *, reason: str) -> None:
@@ -236,12 +249,6 @@ def revoke_access_token(*, jti: str, org_id: str, expires_at: datetime, reason: 
 
 def is_access_token_revoked(jti: str) -> bool:
     return db.session.scalar(select(RevokedAccessToken.jti).where(RevokedAccessToken.jti == jti)) is not None
-
-
-def revoke_refresh_token(row: RefreshToken) -> None:
-    """RFC 7009 §2.1: revoking a refresh token revokes its grant's access tokens too."""
-    revoke_family(row.family_id, reason="revoked")
-    db.session.commit()
 
 
 def find_refresh_token_for_introspection(token: str) -> RefreshToken | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
+from app.oauth.events import user_context
+from app.services import audit as audit_log
 from app.services import orgs as org_service
 from app.web.forms import ConfirmForm, LoginForm
 from app.web.session import current_user, safe_next, sign_in, sign_out
@@ -30,10 +32,16 @@ def login():
         return render_template("login.html", form=form)
     if not form.validate_on_submit():
         return render_template("login.html", form=form, error=_form_error(form)), 400
-    user = org_service.authenticate_user(email=form.email.data or "", password=form.password.data or "")
+    email = form.email.data or ""
+    user = org_service.authenticate_user(email=email, password=form.password.data or "")
     if user is None:
+        known = org_service.user_by_email(email)  # a failure is recorded in the account's org
+        if known is not None:
+            audit_log.record_now(user_context(known), org_id=known.org_id, action="auth.login.failure",
+                                 resource=known.id, result="failure")
         return render_template("login.html", form=form, error=INVALID_CREDENTIALS), 401
     sign_in(user)
+    audit_log.record_now(user_context(user), org_id=user.org_id, action="auth.login.success", resource=user.id)
     return redirect(safe_next(form.next.data), code=303)
 
 
@@ -41,6 +49,9 @@ def login():
 def logout():
     form = ConfirmForm()
     if request.method == "POST" and form.validate_on_submit():
+        user = current_user()
+        if user is not None:
+            audit_log.record_now(user_context(user), org_id=user.org_id, action="auth.logout", resource=user.id)
         sign_out()
         return redirect(url_for("auth.login"), code=303)
     if request.method == "POST":

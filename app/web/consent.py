@@ -12,8 +12,10 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from app.extensions import db
 from app.models import Organization, User
 from app.oauth.clients import query_client
+from app.oauth.events import user_context
 from app.oauth.server import authorization_server
 from app.oauth.views import parameter_problem
+from app.services import audit as audit_log
 from app.services import consents as consent_service
 from app.services import scopes as scope_rules
 from app.web.forms import ConfirmForm
@@ -75,10 +77,14 @@ def authorize():
 def _decide(server, grant, user: User, granted: str):
     ConfirmForm().validate_on_submit()  # CSRFProtect has already refused a bad token
     decision = request.form.get("decision")
+    client = grant.client
     if decision == "allow":
-        consent_service.record_consent(user_id=user.id, client_id=grant.client.client_id, scope=granted)
+        consent_service.record_consent(user_id=user.id, client_id=client.client_id, org_id=client.org_id,
+                                       scope=granted, audit=user_context(user))
         return server.create_authorization_response(grant=grant, grant_user=user)
     if decision == "deny":
+        audit_log.record_now(user_context(user), org_id=client.org_id, action="oauth.consent.deny",
+                             resource=client.client_id)
         return server.create_authorization_response(grant=grant, grant_user=None)
     return _error_page("Choose Allow or Deny.")
 
