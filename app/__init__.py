@@ -92,6 +92,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 def register_extensions(app: Flask) -> None:
     from app.oauth.server import init_oauth
+    from app.security.rate_limits import Quota, RateLimiter
     from app.services.signing_keys import KeyRing
 
     settings: Settings = app.config["SETTINGS"]
@@ -106,6 +107,13 @@ def register_extensions(app: Flask) -> None:
         with app.app_context():
             event.listen(db.engine, "connect", _sqlite_pragmas)
     csrf.init_app(app)
+    app.extensions["sensei.limiter"] = RateLimiter(
+        settings.REDIS_URL,
+        prefix=settings.REDIS_PREFIX,
+        anonymous=Quota(settings.ANONYMOUS_PER_SECOND, settings.ANONYMOUS_PER_DAY),
+        login_per_address=settings.LOGIN_PER_MINUTE_PER_ADDRESS,
+        login_per_account=settings.LOGIN_PER_MINUTE_PER_ACCOUNT,
+    )
     app.extensions["sensei.keyring"] = KeyRing(
         keys_dir=settings.KEYS_DIR, access_token_ttl=settings.ACCESS_TOKEN_TTL
     )
@@ -117,10 +125,11 @@ def register_blueprints(app: Flask) -> None:
     from app.oauth.views import bp as oauth_bp
     from app.web.auth import bp as auth_bp
     from app.web.consent import bp as consent_bp
+    from app.web.health import bp as health_bp
 
     csrf.exempt(api_bp)
     csrf.exempt(oauth_bp)
-    for blueprint in (api_bp, oauth_bp, auth_bp, consent_bp):
+    for blueprint in (api_bp, oauth_bp, auth_bp, consent_bp, health_bp):
         app.register_blueprint(blueprint)
 
 
@@ -132,12 +141,16 @@ def register_errorhandlers(app: Flask) -> None:
 
 def register_request_hooks(app: Flask) -> None:
     from app.observability import register_request_logging
+    from app.security.body_limit import register_body_limit
     from app.security.headers import register_security_headers
     from app.security.https import register_https_enforcement
+    from app.security.rate_limits import register_rate_limit_headers
 
     register_request_logging(app)
+    register_body_limit(app)
     register_https_enforcement(app)
     register_security_headers(app)
+    register_rate_limit_headers(app)
 
 
 def register_cli(app: Flask) -> None:

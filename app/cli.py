@@ -195,6 +195,17 @@ def create_client_command(as_json: bool, org_id: str, name: str, redirect_uris: 
     _emit(as_json, payload, lines)
 
 
+@command("set-limits")
+@click.argument("org_id")
+@click.option("--per-second", required=True, type=int)
+@click.option("--per-day", required=True, type=int)
+def set_limits_command(as_json: bool, org_id: str, per_second: int, per_day: int) -> None:
+    """Set an enterprise organization's rate limits (other tiers use the tier's table)."""
+    org = org_service.set_limits(org_id=org_id, per_second=per_second, per_day=per_day)
+    _emit(as_json, {"id": org.id, "tier": org.tier, "per_second": per_second, "per_day": per_day},
+          [f"{org.id}: {per_second}/s, {per_day}/day (every process applies it within 30 s)"])
+
+
 @command("rotate-signing-key")
 def rotate_signing_key_command(as_json: bool) -> None:
     """Sign with a new key from now on; keep the old ones published until their tokens expire."""
@@ -269,6 +280,7 @@ COMMANDS = [
     create_user_command,
     create_api_key_command,
     create_client_command,
+    set_limits_command,
     rotate_signing_key_command,
     prune_command,
     audit_group,

@@ -21,6 +21,7 @@ class Settings:
     ENV: str = "development"
     DATABASE_URL: str = ""
     REDIS_URL: str | None = None
+    REDIS_PREFIX: str = "sensei"
     ISSUER: str = "http://127.0.0.1:8000"
     AUDIENCE: str = ""
     KEYS_DIR: str = ""
@@ -32,6 +33,12 @@ class Settings:
     SESSION_TTL: int = 12 * 3600
     DOCS_URL: str = "https://docs.sensei.ai"
     SQLITE_SINGLE_HOST: bool = False
+    # Calls without valid credentials, counted per client address (default: the Free tier).
+    ANONYMOUS_PER_SECOND: int = 10
+    ANONYMOUS_PER_DAY: int = 1000
+    # Sign-in attempts, counted before the (deliberately slow) password check.
+    LOGIN_PER_MINUTE_PER_ADDRESS: int = 10
+    LOGIN_PER_MINUTE_PER_ACCOUNT: int = 5
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -45,6 +52,10 @@ _INT_LIMITS = {
     "REFRESH_TOKEN_TTL": (300, 365 * 24 * 3600),
     "AUTHORIZATION_CODE_TTL": (10, 600),
     "SESSION_TTL": (300, 30 * 24 * 3600),
+    "ANONYMOUS_PER_SECOND": (1, 1_000_000),
+    "ANONYMOUS_PER_DAY": (1, 1_000_000_000),
+    "LOGIN_PER_MINUTE_PER_ADDRESS": (1, 1_000_000),
+    "LOGIN_PER_MINUTE_PER_ACCOUNT": (1, 1_000_000),
 }
 
 

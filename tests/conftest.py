@@ -90,6 +90,12 @@ def settings_overrides(database_url, tmp_path_factory, server_port) -> dict:
         "KEYS_DIR": str(tmp_path_factory.mktemp("keys")),
         "ISSUER": f"http://127.0.0.1:{server_port}",
         "SECRET_KEY": secrets.token_urlsafe(32),
+        # The suite signs in and fails authentication far more often than a person would;
+        # tests/test_rate_limits.py checks these limits at their defaults.
+        "ANONYMOUS_PER_SECOND": 1_000_000,
+        "ANONYMOUS_PER_DAY": 1_000_000_000,
+        "LOGIN_PER_MINUTE_PER_ADDRESS": 1_000_000,
+        "LOGIN_PER_MINUTE_PER_ACCOUNT": 1_000,
     }
 
 

@@ -18,7 +18,8 @@ REDIRECT_URI = "https://app.example.com/callback"
 CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 
 
-def make_org(name: str = "Acme", tier: str = "free"):
+def make_org(name: str = "Acme", tier: str = "enterprise"):
+    """Enterprise without limits set is not rate limited; tests/test_rate_limits.py uses tiers."""
     return org_service.create_org(name=name, tier=tier)
 
 

@@ -15,14 +15,27 @@ from app.errors import ApiError
 from app.extensions import db
 from app.oauth.tokens import principal_for_access_token
 from app.observability import request_audit_context
+from app.security import rate_limits
 from app.services import api_keys as key_service
 from app.services import audit as audit_log
 from app.services.audit import AuditContext
+from app.services.orgs import quota_of_org
 from app.services.principals import Principal, require_address_allowed, require_scope
 
 
 def bearer_principal() -> Principal:
-    """The caller of a Bearer API key or access token; 401 if there is none that is valid."""
+    """The caller of a Bearer API key or access token; 401 if there is none that is valid.
+
+    Failed attempts count against the client address's anonymous quota (429 when spent)."""
+    try:
+        return _authenticate()
+    except ApiError:
+        if not rate_limits.enforce_anonymous(request.remote_addr).allowed:
+            raise ApiError("rate_limited", "Too many requests from this address; retry later") from None
+        raise
+
+
+def _authenticate() -> Principal:
     header = request.headers.get("Authorization", "")
     scheme, _, credential = header.partition(" ")
     credential = credential.strip()
@@ -52,6 +65,10 @@ def require_principal(scope: str | None = None, *, action: str):
             resource = next(iter(kwargs.values()), None)
             try:
                 require_address_allowed(principal, request.remote_addr)
+                if not rate_limits.enforce(f"{principal.type}:{principal.id}",
+                                           quota_of_org(principal.org_id)).allowed:
+                    raise ApiError("rate_limited", "Rate limit exceeded for this credential; retry after the "
+                                   "number of seconds in Retry-After")
                 if scope is not None:
                     require_scope(principal, scope)
                 response = view(*args, **kwargs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
@@ -20,6 +20,9 @@ class Organization(db.Model):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     tier: Mapped[str] = mapped_column(String(20), default="free")
+    # Enterprise limits, set with `sensei set-limits`; other tiers use the tier's table.
+    rate_limit_per_second: Mapped[int | None] = mapped_column(Integer, default=None)
+    rate_limit_per_day: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

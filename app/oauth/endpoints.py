@@ -21,13 +21,19 @@ from app.extensions import db
 from app.models import ApiKey, RefreshToken
 from app.models.base import utcnow
 from app.oauth.events import client_context
-from app.oauth.grants import ALL_CLIENT_AUTH, CONFIDENTIAL_CLIENT_AUTH, AddressNotAllowedError
+from app.oauth.grants import (
+    ALL_CLIENT_AUTH,
+    CONFIDENTIAL_CLIENT_AUTH,
+    AddressNotAllowedError,
+    RateLimitedError,
+)
 from app.oauth.tokens import decode_access_token, principal_for_claims
 from app.observability import request_audit_context
-from app.security import ip_rules
+from app.security import ip_rules, rate_limits
 from app.services import api_keys as key_service
 from app.services import audit as audit_log
 from app.services import tokens as token_service
+from app.services.orgs import quota_of_org
 
 
 class InvalidApiKeyError(InvalidClientError):
@@ -146,9 +152,13 @@ class _CallerAuthentication:
             key = key_service.find_active_key(credential.strip())
             principal = key_service.principal_for_key(key) if key is not None else None
             if key is None or principal is None:
+                if not rate_limits.enforce_anonymous(flask_request.remote_addr).allowed:
+                    raise RateLimitedError()
                 raise InvalidApiKeyError()
             if not ip_rules.allowed_by_all(principal.ip_whitelists, flask_request.remote_addr):
                 raise AddressNotAllowedError()
+            if not rate_limits.enforce(f"{principal.type}:{principal.id}", quota_of_org(principal.org_id)).allowed:
+                raise RateLimitedError()
             key_service.touch_last_used(key)
             request.client = ApiKeyCaller(key)
             return request.client

@@ -43,6 +43,14 @@ class AddressNotAllowedError(OAuth2Error):
     description = "Requests from this address are not allowed for this credential."
 
 
+class RateLimitedError(OAuth2Error):
+    """429 in RFC 6749 shape; Retry-After and X-RateLimit-* are added to every response."""
+
+    error = "rate_limited"
+    status_code = 429
+    description = "Rate limit exceeded; retry after the number of seconds in Retry-After."
+
+
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     """RFC 6749 §4.1 with codes stored as digests and redeemed by a conditional UPDATE."""
 

@@ -7,17 +7,25 @@ import os
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidScopeError
 from flask import Flask, current_app
+from flask import request as flask_request
 
 from app.oauth import client_auth
 from app.oauth.clients import query_client
 from app.oauth.endpoints import Introspection, Revocation
 from app.oauth.events import client_context
-from app.oauth.grants import AuthorizationCodeGrant, ClientCredentialsGrant, RefreshTokenGrant
+from app.oauth.grants import (
+    AuthorizationCodeGrant,
+    ClientCredentialsGrant,
+    RateLimitedError,
+    RefreshTokenGrant,
+)
 from app.oauth.pkce import StrictCodeChallenge
 from app.oauth.tokens import AccessTokenGenerator
+from app.security import rate_limits
 from app.services import audit as audit_log
 from app.services import scopes as scope_rules
 from app.services import tokens as token_service
+from app.services.orgs import quota_of_org
 
 
 class SenseiAuthorizationServer(AuthorizationServer):
@@ -54,12 +62,21 @@ class SenseiAuthorizationServer(AuthorizationServer):
             raise InvalidScopeError("Unknown scope requested.") from None
 
     def authenticate_client(self, request, methods, endpoint="token"):
+        """Authlib's client authentication, then the client's rate limit (SPEC §8); failed
+        attempts count against the caller's address."""
         try:
-            return super().authenticate_client(request, methods, endpoint)
+            client = super().authenticate_client(request, methods, endpoint)
         except InvalidClientError as error:
+            if not rate_limits.enforce_anonymous(flask_request.remote_addr).allowed:
+                raise RateLimitedError() from None
             # Authlib's message lists our method names; say what went wrong instead.
             error.description = "Client authentication failed: unknown client or wrong credentials."
             raise
+        bucket = (f"service_account:{client.service_account_id}" if client.service_account_id
+                  else f"client:{client.client_id}")
+        if not rate_limits.enforce(bucket, quota_of_org(client.org_id)).allowed:
+            raise RateLimitedError()
+        return client
 
     def send_signal(self, name, *args, **kwargs) -> None:
         pass  # no Flask signal receivers; audit events are recorded by the services

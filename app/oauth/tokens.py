@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 import time
 from datetime import UTC, datetime
@@ -82,6 +84,15 @@ class AccessTokenGenerator:
         return token
 
 
+def _unverified_kid(token: str) -> object:
+    """The ``kid`` a token claims, read without verifying anything (only to pick a key)."""
+    try:
+        header = json.loads(base64.urlsafe_b64decode(token.split(".", 1)[0] + "=="))
+    except (ValueError, TypeError):
+        return None
+    return header.get("kid") if isinstance(header, dict) else None
+
+
 def decode_access_token(token: str, *, check_expiry: bool = True) -> dict[str, Any] | None:
     """Claims of a token we signed for our audience, or None. Revocation is not checked here."""
     if not token or len(token) > token_service.MAX_TOKEN_LENGTH or token.count(".") != 2:
@@ -90,7 +101,9 @@ def decode_access_token(token: str, *, check_expiry: bool = True) -> dict[str, A
     try:
         decoded = jwt.decode(token, ring.verify_set(), algorithms=["RS256"])
     except JoseError:
-        ring.invalidate()  # a key rotated on another host appears within one refresh
+        # Only a token naming a key we have not seen may be worth a second look.
+        if not ring.refresh_for_unknown_kid(_unverified_kid(token)):
+            return None
         try:
             decoded = jwt.decode(token, ring.verify_set(), algorithms=["RS256"])
         except JoseError:

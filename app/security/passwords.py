@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
@@ -17,12 +19,25 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
+class PasswordCheckBusy(RuntimeError):
+    """Every password-check slot of this process is taken (a sign-in flood)."""
+
+
+# One argon2 verification at a time per process: a flood of sign-ins then queues here and
+# cannot take every worker thread away from the token endpoint.
+_verification_slot = threading.BoundedSemaphore(1)
+
+
 def verify_password(password_hash: str | None, password: str) -> bool:
-    """Constant work whether or not the user exists."""
+    """Constant work whether or not the user exists. Raises PasswordCheckBusy after 5 s in line."""
+    if not _verification_slot.acquire(timeout=5):
+        raise PasswordCheckBusy()
     try:
         return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+    finally:
+        _verification_slot.release()
 
 
 def password_problem(password: str) -> str | None:

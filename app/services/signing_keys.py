@@ -24,6 +24,7 @@ from app.models import SigningKey
 from app.models.base import random_base62, utcnow
 
 REFRESH_SECONDS = 30
+UNKNOWN_KID_RETRY_SECONDS = 5
 
 
 class SigningKeyMissing(RuntimeError):
@@ -117,6 +118,7 @@ class KeyRing:
         self._signing_key: RSAKey | None = None
         self._jwks: dict = {"keys": []}
         self._verify_set: KeySet = KeySet([])
+        self._unknown_kid_checked_at = 0.0
 
     def _refresh(self) -> None:
         now = time.monotonic()
@@ -157,3 +159,19 @@ class KeyRing:
 
     def invalidate(self) -> None:
         self._checked_at = 0.0
+
+    def knows(self, kid: object) -> bool:
+        self._refresh()
+        return isinstance(kid, str) and any(jwk.get("kid") == kid for jwk in self._jwks["keys"])
+
+    def refresh_for_unknown_kid(self, kid: object) -> bool:
+        """A token names a key we do not know: perhaps another host just rotated. Look again,
+        at most once per ``UNKNOWN_KID_RETRY_SECONDS`` so garbage tokens cost no database work."""
+        if self.knows(kid):
+            return False
+        now = time.monotonic()
+        if now - self._unknown_kid_checked_at < UNKNOWN_KID_RETRY_SECONDS:
+            return False
+        self._unknown_kid_checked_at = now
+        self.invalidate()
+        return self.knows(kid)

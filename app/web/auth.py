@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, redirect, render_template, request, url_for
 
 from app.oauth.events import user_context
+from app.security.passwords import PasswordCheckBusy
+from app.security.rate_limits import LimiterUnavailable, limiter
 from app.services import audit as audit_log
 from app.services import orgs as org_service
 from app.web.forms import ConfirmForm, LoginForm
@@ -13,6 +15,8 @@ from app.web.session import current_user, safe_next, sign_in, sign_out
 bp = Blueprint("auth", __name__)
 
 INVALID_CREDENTIALS = "Invalid email or password."
+THROTTLED = "Too many sign-in attempts. Wait a minute and try again."
+UNAVAILABLE = "Sign-in is temporarily unavailable. Try again shortly."
 
 
 @bp.get("/")
@@ -33,7 +37,16 @@ def login():
     if not form.validate_on_submit():
         return render_template("login.html", form=form, error=_form_error(form)), 400
     email = form.email.data or ""
-    user = org_service.authenticate_user(email=email, password=form.password.data or "")
+    try:
+        allowed = limiter().check_login(address=request.remote_addr, email=email)
+    except LimiterUnavailable:  # fail closed: the limit is what stops password guessing
+        return render_template("login.html", form=form, error=UNAVAILABLE), 503
+    if not allowed:
+        return render_template("login.html", form=form, error=THROTTLED), 429
+    try:
+        user = org_service.authenticate_user(email=email, password=form.password.data or "")
+    except PasswordCheckBusy:
+        return render_template("login.html", form=form, error=UNAVAILABLE), 503
     if user is None:
         known = org_service.user_by_email(email)  # a failure is recorded in the account's org
         if known is not None:

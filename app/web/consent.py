@@ -28,10 +28,10 @@ def _error_page(message: str, status: int = 400):
     return render_template("error.html", title="This authorization request is invalid", message=message), status
 
 
-def _redirect_error(grant, error: str, description: str):
-    failure = OAuth2Error(
-        error=error, description=description, redirect_uri=grant.redirect_uri, state=grant.request.payload.state
-    )
+def _redirect_error(redirect_uri: str, error: str, description: str):
+    """RFC 6749 §4.1.2.1: once client and redirect URI are known good, errors go back to the app."""
+    failure = OAuth2Error(error=error, description=description, redirect_uri=redirect_uri,
+                          state=request.args.get("state"))
     return authorization_server().handle_error_response(None, failure)
 
 
@@ -48,6 +48,9 @@ def authorize():
         return _error_page("The redirect_uri is missing or is not registered exactly for this application.")
 
     server = authorization_server()
+    if request.args.get("response_type") != "code":
+        # Answered here: Authlib would copy the untrusted value into its error description.
+        return _redirect_error(redirect_uri, "unsupported_response_type", "Only response_type=code is supported.")
     user = current_user()
     try:
         grant = server.get_consent_grant(end_user=user)
@@ -57,20 +60,20 @@ def authorize():
     prompt = request.args.get("prompt")
     if user is None:
         if prompt == "none":
-            return _redirect_error(grant, "login_required", "The user is not signed in.")
+            return _redirect_error(redirect_uri, "login_required", "The user is not signed in.")
         return redirect(url_for("auth.login", next=request.full_path))
     if user.org_id != client.org_id:
-        return _redirect_error(grant, "access_denied", "This application belongs to another organization.")
+        return _redirect_error(redirect_uri, "access_denied", "This application belongs to another organization.")
     granted = scope_rules.bound_for_role(grant.request.scope, user.role)
     if not granted:
-        return _redirect_error(grant, "invalid_scope", "None of the requested scopes is available to this user.")
+        return _redirect_error(redirect_uri, "invalid_scope", "None of the requested scopes is available to this user.")
 
     if request.method == "POST":
         return _decide(server, grant, user, granted)
     if prompt != "consent" and consent_service.covers(user_id=user.id, client_id=client.client_id, scope=granted):
         return server.create_authorization_response(grant=grant, grant_user=user)
     if prompt == "none":
-        return _redirect_error(grant, "consent_required", "The user has not approved this application.")
+        return _redirect_error(redirect_uri, "consent_required", "The user has not approved this application.")
     return _render_consent(client, user, grant.request.scope, granted)
 
 

@@ -1,0 +1,472 @@
+"""The ``sensei`` console command run as operators and scripts run it (SPEC §1): a real
+subprocess on a database and keys directory of its own; ``--json`` prints exactly one
+JSON object, bad input exits non-zero with one line on stderr and never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import free_port
+
+from app import create_app
+from app.extensions import db
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SENSEI = BIN / "sensei"
+KEY_RE = re.compile(r"^sk_(live|test)_[0-9A-Za-z]{38}$")
+PASSWORD = "a perfectly long password"
+TIMEOUT = 120
+
+
+class Cli:
+    """The console script with SENSEI_DATABASE_URL / SENSEI_KEYS_DIR under a temporary directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.database_url = f"sqlite:///{directory / 'x.db'}"
+        self.keys_dir = directory / "keys"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SENSEI_")}
+        env.update({"SENSEI_DATABASE_URL": self.database_url, "SENSEI_KEYS_DIR": str(self.keys_dir),
+                    # The tree under test (not whatever an editable install points at).
+                    "PYTHONPATH": str(ROOT)})
+        self.env = env
+
+    def run(self, *args: str, input: str | None = None, env: dict | None = None,
+            program: list[str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*(program or [str(SENSEI)]), *args], input=input, capture_output=True, text=True,
+            env=self.env | (env or {}), cwd=self.directory, timeout=TIMEOUT,
+        )
+
+    def json(self, *args: str, input: str | None = None) -> dict:
+        """Run with --json; it must succeed and print exactly one JSON object and nothing else."""
+        result = self.run(*args, "--json", input=input)
+        assert result.returncode == 0, (args, result.returncode, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr, result.stderr
+        payload = json.loads(result.stdout)  # one document, or this raises
+        assert isinstance(payload, dict), result.stdout
+        assert result.stdout.count("\n") == 1 and result.stdout.endswith("\n"), repr(result.stdout)
+        return payload
+
+    def fails(self, *args: str, input: str | None = None, env: dict | None = None) -> str:
+        """Must exit non-zero with one line on stderr, no traceback, nothing on stdout."""
+        result = self.run(*args, input=input, env=env)
+        assert result.returncode != 0, (args, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr and "Traceback" not in result.stdout, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].strip(), (args, result.stderr)
+        assert result.stdout == "", (args, result.stdout)
+        return lines[0]
+
+    def app(self):
+        return create_app({"DATABASE_URL": self.database_url, "KEYS_DIR": str(self.keys_dir)})
+
+
+@pytest.fixture()
+def cli(tmp_path) -> Cli:
+    return Cli(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> tuple[Path, str]:
+    """One `sensei init` + `sensei create-org` per module, copied for each test (each CLI run costs ~1 s)."""
+    cli = Cli(tmp_path_factory.mktemp("template"))
+    cli.json("init")
+    return cli.directory, cli.json("create-org", "Acme")["id"]
+
+
+@pytest.fixture()
+def ready(template, tmp_path) -> Cli:
+    """An initialized database and keys directory of this test's own."""
+    source, _ = template
+    for path in source.glob("x.db*"):
+        shutil.copy2(path, tmp_path / path.name)
+    shutil.copytree(source / "keys", tmp_path / "keys")
+    return Cli(tmp_path)
+
+
+@pytest.fixture()
+def org_id(template, ready) -> str:
+    return template[1]
+
+
+def pem_files(cli: Cli) -> list[Path]:
+    return sorted(cli.keys_dir.glob("*.pem")) if cli.keys_dir.exists() else []
+
+
+def future(days: int = 30) -> str:
+    return (datetime.now(UTC) + timedelta(days=days)).isoformat().replace("+00:00", "Z")
+
+
+# -- init ------------------------------------------------------------------------------------
+
+
+def test_init_json_creates_schema_and_a_private_pem(cli):
+    assert pem_files(cli) == []
+    first = cli.json("init")
+    assert first["signing_key_created"] is True and first["signing_key"]
+    assert first["schema_revision"]
+    pems = pem_files(cli)
+    assert [p.stem for p in pems] == [first["signing_key"]]
+    pem = pems[0]
+    assert stat.S_IMODE(pem.stat().st_mode) == 0o600
+    assert pem.read_text().startswith("-----BEGIN PRIVATE KEY-----")
+    # Idempotent: the second run upgrades nothing and keeps the key.
+    second = cli.json("init")
+    assert second["signing_key"] == first["signing_key"] and second["signing_key_created"] is False
+    assert second["schema_revision"] == first["schema_revision"] == second["previous_revision"]
+    assert pem_files(cli) == pems
+
+
+def test_init_demo_prints_credentials_only_on_the_first_run(cli):
+    first = cli.run("init", "--demo")
+    assert first.returncode == 0, first.stderr
+    assert "Traceback" not in first.stderr
+    keys = re.findall(r"sk_live_[0-9A-Za-z]{38}", first.stdout)
+    assert len(keys) == 1, first.stdout
+    assert "Password" in first.stdout and "@" in first.stdout
+    password = re.search(r"Password:\s+(\S+)", first.stdout).group(1)
+    email = re.search(r"Email:\s+(\S+)", first.stdout).group(1)
+    second = cli.run("init", "--demo")
+    assert second.returncode == 0, second.stderr
+    assert "sk_live_" not in second.stdout and password not in second.stdout and "Password" not in second.stdout
+    # What was printed works: the key authenticates, the login signs in.
+    from app.services.api_keys import authenticate_api_key
+    from app.services.orgs import authenticate_user
+
+    application = cli.app()
+    with application.app_context():
+        principal = authenticate_api_key(keys[0])
+        assert "admin:write" in principal.scopes
+        user = authenticate_user(email=email, password=password)
+        assert user is not None and user.role == "owner" and user.org_id == principal.org_id
+        db.engine.dispose()
+
+
+def test_init_demo_json_carries_the_demo_once(cli):
+    first = cli.json("init", "--demo")
+    assert KEY_RE.match(first["demo"]["api_key"]) and first["demo"]["password"]
+    second = cli.json("init", "--demo")
+    assert "demo" not in second
+
+
+def test_commands_before_init_fail_in_one_line(cli):
+    line = cli.fails("create-org", "Acme", "--json")
+    assert "init" in line
+
+
+def test_init_with_the_signing_key_pem_gone_fails_in_one_line(ready):
+    for pem in pem_files(ready):
+        pem.unlink()
+    line = ready.fails("init", "--json")
+    assert "key" in line.lower()
+
+
+# -- create-* ---------------------------------------------------------------------------------
+
+
+def test_create_org(ready):
+    org = ready.json("create-org", "Acme Corp")
+    assert org["id"].startswith("org_") and org["name"] == "Acme Corp" and org["tier"] == "free"
+    enterprise = ready.json("create-org", "Big Co", "--tier", "enterprise")
+    assert enterprise["tier"] == "enterprise" and enterprise["id"] != org["id"]
+    unicode_name = ready.json("create-org", "Ünïcødé ☃ \"quoted\" \\ Co")
+    assert unicode_name["name"] == "Ünïcødé ☃ \"quoted\" \\ Co"
+
+
+def test_create_user_with_password_stdin(ready, org_id):
+    user = ready.json("create-user", "Dev@Example.com", "--org", org_id, "--role", "developer",
+                      "--password-stdin", input=PASSWORD + "\n")
+    assert user["id"].startswith("usr_") and user["org_id"] == org_id and user["role"] == "developer"
+    assert user["email"] == "dev@example.com"
+    assert PASSWORD not in json.dumps(user)
+    from app.services.orgs import authenticate_user
+
+    application = ready.app()
+    with application.app_context():
+        assert authenticate_user(email="dev@example.com", password=PASSWORD).id == user["id"]
+        assert authenticate_user(email="dev@example.com", password=PASSWORD + "x") is None
+        db.engine.dispose()
+
+
+def test_create_api_key(ready, org_id):
+    live = ready.json("create-api-key", "--org", org_id, "--name", "CI", "--scopes", "migrations:read migrations:write")
+    assert KEY_RE.match(live["key"]) and live["key"].startswith("sk_live_")
+    assert live["id"].startswith("key_") and live["environment"] == "live"
+    assert live["scopes"] == ["migrations:read", "migrations:write"] and live["expires_at"] is None
+    expires = future()
+    test = ready.json("create-api-key", "--org", org_id, "--name", "Test", "--scopes", "*:read", "--test",
+                      "--expires-at", expires)
+    assert test["key"].startswith("sk_test_") and test["environment"] == "test" and test["expires_at"]
+    assert abs(datetime.fromisoformat(test["expires_at"].replace("Z", "+00:00"))
+               - datetime.fromisoformat(expires.replace("Z", "+00:00"))) < timedelta(seconds=1)
+    # Shown once: the database holds a digest, never the key itself.
+    raw = (ready.directory / "x.db").read_bytes()
+    for key in (live["key"], test["key"]):
+        assert key.encode() not in raw
+        assert key[len("sk_live_"):].encode() not in raw
+
+
+def test_create_client(ready, org_id):
+    confidential = ready.json("create-client", "--org", org_id, "--name", "Web App",
+                              "--redirect-uri", "https://app.example.com/callback",
+                              "--redirect-uri", "http://127.0.0.1:8765/cb", "--scopes", "migrations:read")
+    assert confidential["client_id"].startswith("cl_") and confidential["client_secret"]
+    assert len(confidential["client_secret"]) >= 32 and confidential["public"] is False
+    assert confidential["redirect_uris"] == ["https://app.example.com/callback", "http://127.0.0.1:8765/cb"]
+    public = ready.json("create-client", "--org", org_id, "--name", "CLI App", "--public",
+                        "--redirect-uri", "http://127.0.0.1/cb", "--scopes", "migrations:read")
+    assert public["public"] is True and public["client_secret"] is None
+    assert "client_credentials" not in public["grant_types"]
+    raw = (ready.directory / "x.db").read_bytes()
+    assert confidential["client_secret"].encode() not in raw
+
+
+def test_rotate_signing_key(ready):
+    before = pem_files(ready)
+    assert len(before) == 1
+    old = before[0].stem
+    rotated = ready.json("rotate-signing-key")
+    assert rotated["signing_key"] != old and rotated["retired"] == [old]
+    after = pem_files(ready)
+    assert {p.stem for p in after} == {old, rotated["signing_key"]}
+    for pem in after:
+        assert stat.S_IMODE(pem.stat().st_mode) == 0o600
+    assert ready.json("init")["signing_key"] == rotated["signing_key"]
+
+
+def test_prune(ready, org_id):
+    result = ready.json("prune")
+    assert isinstance(result["deleted"], dict) and result["deleted"]
+    assert all(isinstance(n, int) and n >= 0 for n in result["deleted"].values())
+    assert ready.json("prune")["deleted"] == {k: 0 for k in result["deleted"]}
+
+
+def test_human_output_of_create_api_key_is_the_key(ready, org_id):
+    result = ready.run("create-api-key", "--org", org_id, "--name", "n", "--scopes", "migrations:read")
+    assert result.returncode == 0, result.stderr
+    assert KEY_RE.match(result.stdout.strip().splitlines()[-1])
+
+
+def test_flask_cli_group_runs_the_same_commands(ready):
+    result = ready.run("--app", "wsgi", "create-org", "Via Flask", "--json", program=[str(BIN / "flask")])
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["name"] == "Via Flask"
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+
+def test_create_user_bad_input(ready, org_id):
+    def create(email: str, org: str, role: str, password: str = PASSWORD) -> str:
+        return ready.fails("create-user", email, "--org", org, "--role", role, "--password-stdin", "--json",
+                           input=password + "\n")
+
+    assert "org" in create("a@example.com", "org_doesnotexist", "owner").lower()
+    assert "org" in create("a@example.com", "' OR 1=1 --", "owner").lower()
+    assert "org" in create("a@example.com", "x" * 5000, "owner").lower()
+    assert "role" in create("a@example.com", org_id, "superuser").lower()
+    assert "role" in create("a@example.com", org_id, "").lower()
+    assert "password" in create("a@example.com", org_id, "owner", "short").lower()
+    assert "password" in create("a@example.com", org_id, "owner", "").lower()
+    assert "password" in create("a@example.com", org_id, "owner", "x" * 2000).lower()
+    assert "email" in create("not-an-email", org_id, "owner").lower()
+    assert "email" in create("a@b", org_id, "owner").lower()
+    ready.json("create-user", "taken@example.com", "--org", org_id, "--role", "viewer", "--password-stdin",
+               input=PASSWORD + "\n")
+    line = create("TAKEN@example.com", org_id, "viewer")
+    assert "exists" in line.lower() and PASSWORD not in line
+    assert "tiny-pw" not in create("a@example.com", org_id, "owner", "tiny-pw")  # never echoed
+
+
+def test_create_api_key_bad_input(ready, org_id):
+    def create(*args: str) -> str:
+        return ready.fails("create-api-key", "--name", "k", *args, "--json")
+
+    assert "org" in create("--org", "org_doesnotexist", "--scopes", "migrations:read").lower()
+    assert "migrations:delete" in create("--org", org_id, "--scopes", "migrations:delete")
+    assert "scope" in create("--org", org_id, "--scopes", "").lower()
+    assert "scope" in create("--org", org_id, "--scopes", "   ").lower()
+    assert "*" in create("--org", org_id, "--scopes", "migrations:read ***")
+    past = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    assert "expires_at" in create("--org", org_id, "--scopes", "migrations:read", "--expires-at", past)
+    assert "expires_at" in create("--org", org_id, "--scopes", "migrations:read", "--expires-at", "tomorrow")
+    assert "expires_at" in create("--org", org_id, "--scopes", "migrations:read", "--expires-at",
+                                  "2999-01-01T00:00:00")  # no timezone
+    assert "expires_at" in create("--org", org_id, "--scopes", "migrations:read", "--expires-at",
+                                  "2999-13-45T99:99:99Z")
+    # Nothing was created by any of these.
+    from app.models import ApiKey
+
+    application = ready.app()
+    with application.app_context():
+        assert db.session.query(ApiKey).count() == 0
+        db.engine.dispose()
+
+
+def test_create_client_bad_input(ready, org_id):
+    def create(*args: str) -> str:
+        return ready.fails("create-client", "--name", "App", *args, "--json")
+
+    line = create("--org", org_id, "--redirect-uri", "http://evil.example/cb", "--scopes", "migrations:read")
+    assert "http://evil.example/cb" in line and "https" in line
+    for uri in ("https://app.example.com/*", "https://app.example.com/cb#frag", "javascript:alert(1)",
+                "not a uri", "https://", "ftp://app.example.com/cb"):
+        create("--org", org_id, "--redirect-uri", uri, "--scopes", "migrations:read")
+    assert "nope:read" in create("--org", org_id, "--redirect-uri", "https://app.example.com/cb",
+                                 "--scopes", "nope:read")
+    assert "org" in create("--org", "org_doesnotexist", "--redirect-uri", "https://app.example.com/cb",
+                           "--scopes", "migrations:read").lower()
+    assert "redirect" in create("--org", org_id, "--public", "--scopes", "migrations:read").lower()
+
+
+def test_create_org_bad_input(ready):
+    assert "name" in ready.fails("create-org", "", "--json").lower()
+    assert "name" in ready.fails("create-org", "   ", "--json").lower()
+    assert "name" in ready.fails("create-org", "x" * 300, "--json").lower()
+
+
+def test_usage_errors_name_the_problem_without_a_traceback(ready):
+    for args, needle in ((["create-org", "Acme", "--tier", "gold"], "--tier"),
+                         (["create-api-key", "--name", "k", "--scopes", "migrations:read"], "--org"),
+                         (["no-such-command"], "no-such-command")):
+        result = ready.run(*args, "--json")
+        assert result.returncode != 0 and result.stdout == ""
+        assert "Traceback" not in result.stderr and needle in result.stderr, result.stderr
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["init", "--json"], ["create-org", "Acme", "--json"]])
+def test_production_without_secret_key_refuses_in_one_line(cli, command):
+    line = cli.fails(*command, env={"SENSEI_ENV": "production"})
+    assert "SENSEI_SECRET_KEY" in line
+    assert pem_files(cli) == [] and not (cli.directory / "x.db").exists()
+
+
+def test_production_with_a_short_or_default_secret_key_refuses(cli):
+    assert "SENSEI_SECRET_KEY" in cli.fails("init", env={"SENSEI_ENV": "production", "SENSEI_SECRET_KEY": "short"})
+    from app.config import DEV_SECRET_KEY
+
+    assert "SENSEI_SECRET_KEY" in cli.fails("init", env={"SENSEI_ENV": "production",
+                                                         "SENSEI_SECRET_KEY": DEV_SECRET_KEY})
+
+
+def test_production_with_good_secret_still_names_the_next_problem(cli):
+    line = cli.fails("init", env={"SENSEI_ENV": "production", "SENSEI_SECRET_KEY": secrets.token_urlsafe(48)})
+    assert "SENSEI_" in line and "SENSEI_SECRET_KEY" not in line
+
+
+@pytest.mark.parametrize("name,value", [("SENSEI_ENV", "staging"), ("SENSEI_ACCESS_TOKEN_TTL", "abc"),
+                                        ("SENSEI_ACCESS_TOKEN_TTL", "1"), ("SENSEI_ISSUER", "ftp://x"),
+                                        ("SENSEI_DATABASE_URL", "mysql://x")])
+def test_bad_setting_refuses_in_one_line_naming_it(cli, name, value):
+    assert name in cli.fails("init", "--json", env={name: value})
+
+
+# -- what the CLI prints works against a real server ------------------------------------------
+
+
+class Served:
+    """``sensei serve`` (gunicorn via execv, so the child's pid is the gunicorn master)."""
+
+    def __init__(self, cli: Cli, port: int, log_path: Path) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        env = cli.env | {"SENSEI_ISSUER": self.url, "SENSEI_SECRET_KEY": secrets.token_urlsafe(32)}
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen([str(SENSEI), "serve", "--port", str(port), "--workers", "1"],
+                                            env=env, cwd=cli.directory, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"sensei serve exited: {self.log()}")
+            try:
+                if requests.get(f"{self.url}/.well-known/jwks.json", timeout=5).ok:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"sensei serve did not start: {self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def test_sensei_serve_refuses_before_init_in_one_line(cli):
+    line = cli.fails("serve", "--port", str(free_port()))
+    assert "init" in line
+
+
+def test_cli_credentials_work_against_sensei_serve(ready, org_id, tmp_path):
+    key = ready.json("create-api-key", "--org", org_id, "--name", "CI", "--scopes", "migrations:read")["key"]
+    test_key = ready.json("create-api-key", "--org", org_id, "--name", "Test", "--scopes", "*:read",
+                          "--test")["key"]
+    client = ready.json("create-client", "--org", org_id, "--name", "Svc", "--scopes", "migrations:read")
+    server = Served(ready, free_port(), tmp_path / "serve.log")
+    try:
+        me = requests.get(f"{server.url}/v1/me", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        assert me.status_code == 200, me.text
+        body = me.json()
+        assert body["organization"]["id"] == org_id and body["principal"]["type"] == "api_key"
+        assert body["scopes"] == ["migrations:read"] and body.get("environment") == "live"
+        test_me = requests.get(f"{server.url}/v1/me", headers={"Authorization": f"Bearer {test_key}"},
+                               timeout=30)
+        assert test_me.status_code == 200 and test_me.json().get("environment") == "test"
+        # One character off is refused.
+        wrong = key[:-1] + ("A" if key[-1] != "A" else "B")
+        assert requests.get(f"{server.url}/v1/me", headers={"Authorization": f"Bearer {wrong}"},
+                            timeout=30).status_code == 401
+        token = requests.post(f"{server.url}/oauth/token", auth=(client["client_id"], client["client_secret"]),
+                              data={"grant_type": "client_credentials"}, timeout=30)
+        assert token.status_code == 200, token.text
+        access = token.json()["access_token"]
+        as_client = requests.get(f"{server.url}/v1/me", headers={"Authorization": f"Bearer {access}"}, timeout=30)
+        assert as_client.status_code == 200 and as_client.json()["organization"]["id"] == org_id
+        # A rotation by the CLI: tokens signed before it still verify (the old key stays published).
+        ready.json("rotate-signing-key")
+        after = requests.get(f"{server.url}/v1/me", headers={"Authorization": f"Bearer {access}"}, timeout=30)
+        assert after.status_code == 200, after.text
+    finally:
+        server.stop()
+    log = server.log()
+    assert key not in log and test_key not in log and client["client_secret"] not in log
+    assert "Traceback" not in log
+
+
+def test_cli_key_authenticates_through_the_services(ready, org_id):
+    created = ready.json("create-api-key", "--org", org_id, "--name", "CI", "--scopes", "migrations:*")
+    from app.errors import ApiError
+    from app.services.api_keys import authenticate_api_key
+
+    application = ready.app()
+    with application.app_context():
+        principal = authenticate_api_key(created["key"])
+        assert principal.org_id == org_id and principal.id == created["id"]
+        assert principal.scopes == {"migrations:read", "migrations:write"}
+        with pytest.raises(ApiError):
+            authenticate_api_key(created["key"][:-1] + ("A" if created["key"][-1] != "A" else "B"))
+        db.engine.dispose()

@@ -1,0 +1,189 @@
+"""Rate limits (SPEC §8) against real gunicorn servers (2 workers) and the real Redis.
+
+The Redis tests need ``SENSEI_TEST_REDIS_URL`` (CI sets it); each session uses its own key
+prefix. The limits here are the defaults (the shared test server raises the anonymous and
+sign-in limits, since the rest of the suite fails and signs in far more than people do).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+
+import pytest
+import requests
+
+from app.services import orgs as org_service
+from tests.conftest import REDIS_URL, free_port, start_server, stop_server
+from tests.factories import bearer, make_api_key, make_client, make_org, make_user
+from tests.test_api_keys import envelope
+
+needs_redis = pytest.mark.skipif(not REDIS_URL, reason="needs Redis: set SENSEI_TEST_REDIS_URL")
+DEFAULT_LIMITS = {"ANONYMOUS_PER_SECOND": 10, "ANONYMOUS_PER_DAY": 1000,
+                  "LOGIN_PER_MINUTE_PER_ADDRESS": 10, "LOGIN_PER_MINUTE_PER_ACCOUNT": 5}
+
+
+def limited_server(settings_overrides, tmp_path_factory, **extra):
+    port = free_port()
+    settings = settings_overrides | DEFAULT_LIMITS | {"ISSUER": f"http://127.0.0.1:{port}"} | extra
+    return start_server(settings, port, tmp_path_factory.mktemp("limits") / "gunicorn.log")
+
+
+@pytest.fixture(scope="module")
+def redis_server(settings_overrides, app, tmp_path_factory):
+    if not REDIS_URL:
+        pytest.skip("needs Redis: set SENSEI_TEST_REDIS_URL")
+    server = limited_server(settings_overrides, tmp_path_factory, REDIS_URL=REDIS_URL,
+                            REDIS_PREFIX=f"sensei-test-{secrets.token_hex(6)}")
+    yield server
+    stop_server(server)
+
+
+def burst(url: str, count: int, **kwargs) -> list[requests.Response]:
+    """``count`` requests at once, each on its own connection (so both workers serve them)."""
+    method = kwargs.pop("method", "GET")
+    barrier = threading.Barrier(count)
+    results: list[requests.Response] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        session = requests.Session()
+        barrier.wait(timeout=30)
+        response = session.request(method, url, timeout=30, **kwargs)
+        with lock:
+            results.append(response)
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(results) == count
+    return results
+
+
+@needs_redis
+def test_headers_count_down(redis_server, ctx):
+    org = make_org(tier="professional")
+    _, key = make_api_key(org)
+    remaining = []
+    for _ in range(3):
+        response = requests.get(f"{redis_server.url}/v1/me", headers=bearer(key))
+        assert response.status_code == 200
+        assert response.headers["X-RateLimit-Limit"] == "200"
+        reset = int(response.headers["X-RateLimit-Reset"])
+        assert time.time() - 1 <= reset <= time.time() + 2
+        remaining.append(int(response.headers["X-RateLimit-Remaining"]))
+    assert remaining[0] > remaining[1] > remaining[2] and remaining[0] <= 199
+
+
+@needs_redis
+def test_the_eleventh_request_in_a_second_on_free_is_429(redis_server, ctx):
+    org = make_org(tier="free")
+    key_row, key = make_api_key(org)
+    for attempt in range(3):  # a burst that straddles a window boundary is retried
+        results = burst(f"{redis_server.url}/v1/me", 11, headers=bearer(key))
+        statuses = sorted(r.status_code for r in results)
+        if statuses == [200] * 10 + [429]:
+            break
+        time.sleep(1.1)
+        key_row, key = make_api_key(org)
+    assert statuses == [200] * 10 + [429], statuses
+    refused = next(r for r in results if r.status_code == 429)
+    envelope(refused, 429, "rate_limited")
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.headers["X-RateLimit-Remaining"] == "0" and refused.headers["X-RateLimit-Limit"] == "10"
+    _, admin = make_api_key(org, scopes="admin:read")
+    failures = requests.get(f"{redis_server.url}/v1/audit-logs", headers=bearer(admin),
+                            params={"result": "failure", "actor_id": key_row.id}).json()["data"]
+    assert [e["action"] for e in failures] == ["me.read"]
+
+
+@needs_redis
+def test_two_workers_share_one_daily_limit_exactly(redis_server, ctx):
+    org = make_org(tier="enterprise")
+    org_service.set_limits(org_id=org.id, per_second=1000, per_day=25)
+    _, key = make_api_key(org)
+    results = burst(f"{redis_server.url}/v1/me", 40, headers=bearer(key))
+    assert sum(r.status_code == 200 for r in results) == 25
+    assert sum(r.status_code == 429 for r in results) == 15
+    refused = next(r for r in results if r.status_code == 429)
+    assert refused.headers["X-RateLimit-Limit"] == "25"  # the daily window is the one exhausted
+    assert int(refused.headers["Retry-After"]) > 3600
+
+
+@needs_redis
+def test_token_endpoint_limits_per_client_in_rfc6749_shape(redis_server, ctx):
+    org = make_org(tier="free")
+    client = make_client(org, redirect_uris=())
+    for _ in range(3):
+        results = burst(f"{redis_server.url}/oauth/token", 11, method="POST",
+                        data={"grant_type": "client_credentials"}, auth=(client.client_id, client.client_secret))
+        if sorted(r.status_code for r in results) == [200] * 10 + [429]:
+            break
+        time.sleep(1.1)
+        client = make_client(org, redirect_uris=())
+    assert sorted(r.status_code for r in results) == [200] * 10 + [429]
+    refused = next(r for r in results if r.status_code == 429)
+    assert refused.json()["error"] == "rate_limited" and int(refused.headers["Retry-After"]) >= 1
+    ok = next(r for r in results if r.status_code == 200)
+    assert ok.headers["X-RateLimit-Limit"] == "10"
+
+
+@needs_redis
+def test_enterprise_without_limits_is_unlimited_and_sends_no_headers(redis_server, ctx):
+    org = make_org(tier="enterprise")
+    _, key = make_api_key(org)
+    results = burst(f"{redis_server.url}/v1/me", 15, headers=bearer(key))
+    assert all(r.status_code == 200 and "X-RateLimit-Limit" not in r.headers for r in results)
+
+
+@needs_redis
+def test_sign_in_attempts_are_throttled_per_account_and_per_address(redis_server, ctx):
+    from tests.factories import PASSWORD, Browser
+
+    org = make_org()
+    user = make_user(org)
+    statuses = [Browser(redis_server.url).login(user.email, "wrong password!!").status_code for _ in range(5)]
+    assert statuses == [401] * 5
+    # Counted before the password is checked: even the right one is refused now.
+    throttled = Browser(redis_server.url).login(user.email, PASSWORD)
+    assert throttled.status_code == 429 and "Too many sign-in attempts" in throttled.text
+    # Per address: other accounts from the same address run into the address limit.
+    statuses = [Browser(redis_server.url).login(f"nobody{i}@example.com", PASSWORD).status_code for i in range(6)]
+    assert statuses[-1] == 429 and statuses.count(401) == 4  # 6 + 5 attempts so far, limit 10/min
+
+
+def test_without_redis_limits_are_per_process_and_still_enforced(settings_overrides, app, tmp_path_factory, ctx):
+    server = limited_server(settings_overrides, tmp_path_factory)
+    try:
+        org = make_org(tier="free")
+        _, key = make_api_key(org)
+        response = requests.get(f"{server.url}/v1/me", headers=bearer(key))
+        assert response.headers["X-RateLimit-Limit"] == "10"
+        statuses = [r.status_code for r in burst(f"{server.url}/v1/me", 30, headers=bearer(key))]
+        assert 429 in statuses and statuses.count(200) <= 20  # at most 10 per worker per second
+        assert requests.get(f"{server.url}/healthz").json()["rate_limit_storage"] == "in-process"
+    finally:
+        stop_server(server)
+
+
+def test_redis_down_fails_open_for_the_api_and_closed_for_sign_in(settings_overrides, app, tmp_path_factory, ctx):
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    server = limited_server(settings_overrides, tmp_path_factory, REDIS_URL=nowhere)
+    try:
+        org = make_org(tier="free")
+        _, key = make_api_key(org)
+        response = requests.get(f"{server.url}/v1/me", headers=bearer(key))
+        assert response.status_code == 200 and "X-RateLimit-Limit" not in response.headers
+        health = requests.get(f"{server.url}/healthz")
+        assert health.json() == {"status": "degraded", "database": "ok", "rate_limit_storage": "unavailable"}
+        from tests.factories import PASSWORD, Browser
+
+        user = make_user(org)
+        refused = Browser(server.url).login(user.email, PASSWORD)
+        assert refused.status_code == 503 and "temporarily unavailable" in refused.text
+        assert "rate-limit storage unavailable" in server.log()
+    finally:
+        stop_server(server)
