@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import requests
 
-from tests.conftest import PG_URL, build_app, fresh_database, free_port, start_server, stop_server
+from tests.conftest import PG_URL, build_app, free_port, fresh_database, start_server, stop_server
 from tests.factories import bearer, make_api_key, make_client, make_org
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL: set SENSEI_TEST_DATABASE_URL")

@@ -82,7 +82,7 @@ def test_headers_count_down(redis_server, ctx):
 def test_the_eleventh_request_in_a_second_on_free_is_429(redis_server, ctx):
     org = make_org(tier="free")
     key_row, key = make_api_key(org)
-    for attempt in range(3):  # a burst that straddles a window boundary is retried
+    for _attempt in range(3):  # a burst that straddles a window boundary is retried
         results = burst(f"{redis_server.url}/v1/me", 11, headers=bearer(key))
         statuses = sorted(r.status_code for r in results)
         if statuses == [200] * 10 + [429]:

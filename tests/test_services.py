@@ -13,7 +13,7 @@ import pytest
 from app.config import ConfigError, load_settings
 from app.errors import ApiError
 from app.extensions import db
-from app.oauth.tokens import AccessTokenGenerator, principal_for_access_token, keyring
+from app.oauth.tokens import AccessTokenGenerator, keyring, principal_for_access_token
 from app.services import api_keys as key_service
 from app.services import clients as client_service
 from app.services import scopes as scope_rules
