@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, redirect, render_template, request, url_for
 
 from app.oauth.events import user_context
@@ -13,6 +15,7 @@ from app.web.forms import ConfirmForm, LoginForm
 from app.web.session import current_user, safe_next, sign_in, sign_out
 
 bp = Blueprint("auth", __name__)
+log = logging.getLogger("sensei.auth")
 
 INVALID_CREDENTIALS = "Invalid email or password."
 THROTTLED = "Too many sign-in attempts. Wait a minute and try again."
@@ -52,6 +55,8 @@ def login():
         if known is not None:
             audit_log.record_now(user_context(known), org_id=known.org_id, action="auth.login.failure",
                                  resource=known.id, result="failure")
+        else:
+            log.warning("sign-in failed for an unknown account from %s", request.remote_addr)
         return render_template("login.html", form=form, error=INVALID_CREDENTIALS), 401
     sign_in(user)
     audit_log.record_now(user_context(user), org_id=user.org_id, action="auth.login.success", resource=user.id)
