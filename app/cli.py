@@ -115,9 +115,10 @@ def init_command(as_json: bool, demo: bool) -> None:
 def _create_demo() -> dict:
     org = org_service.create_org(name="Demo Org", tier="free")
     password = secrets.token_urlsafe(12)
-    user = org_service.create_user(org_id=org.id, email="owner@example.com", password=password, role="owner")
+    user = org_service.create_user(org_id=org.id, email="owner@example.com", password=password, role="owner",
+                                   audit=operator_context())
     key, plaintext = key_service.create_api_key(
-        org_id=org.id, name="Bootstrap admin key", scopes=["*"], created_by=user.id
+        org_id=org.id, name="Bootstrap admin key", scopes=["*"], created_by=user.id, audit=operator_context()
     )
     return {"org_id": org.id, "org_name": org.name, "user_id": user.id, "email": user.email,
             "password": password, "api_key_id": key.id, "api_key": plaintext}
