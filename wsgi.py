@@ -8,6 +8,7 @@ import sys
 
 from app import create_app, readiness_problem
 from app.config import ConfigError
+from app.services.audit import Sealer
 
 try:
     app = create_app()
@@ -18,3 +19,4 @@ problem = readiness_problem(app)
 if problem:
     print(f"sensei: {problem}", file=sys.stderr)
     sys.exit(1)
+sealer = Sealer(app).start()  # chains new audit entries every second

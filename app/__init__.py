@@ -57,7 +57,9 @@ def configure(app: Flask, settings: Settings) -> None:
         SETTINGS=settings,
         SECRET_KEY=settings.SECRET_KEY,
         SQLALCHEMY_DATABASE_URI=database_uri(settings.DATABASE_URL),
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        # No pre-ping (a round trip per request on PostgreSQL): a connection found dead
+        # invalidates the pool, that request gets 503 and the next reconnects.
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_recycle": 1800},
         MAX_CONTENT_LENGTH=1024 * 1024,
         SESSION_COOKIE_NAME="sensei_session",
         SESSION_COOKIE_HTTPONLY=True,

@@ -113,9 +113,12 @@ def ctx(app):
     with app.app_context():
         yield app
         db.session.rollback()
-        for table in reversed(db.metadata.sorted_tables):
-            if table.name not in KEEP_TABLES:
-                db.session.execute(table.delete())
+        # Chain heads first: a server's audit sealer locks a head before its entries.
+        tables = [db.metadata.tables["audit_chain_heads"]] + [
+            t for t in reversed(db.metadata.sorted_tables) if t.name not in KEEP_TABLES | {"audit_chain_heads"}
+        ]
+        for table in tables:
+            db.session.execute(table.delete())
         db.session.commit()
         db.session.remove()
 

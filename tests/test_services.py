@@ -183,3 +183,12 @@ def test_production_refuses_insecure_settings(monkeypatch):
     monkeypatch.setenv("SENSEI_ACCESS_TOKEN_TTL", "ten")
     with pytest.raises(ConfigError, match="SENSEI_ACCESS_TOKEN_TTL"):
         load_settings()
+
+
+def test_migrations_create_exactly_the_models_schema(ctx):
+    """Alembic's migrations and the SQLAlchemy models describe the same schema."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with db.engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), db.metadata) == []

@@ -1,25 +1,28 @@
 """The audit log (SPEC §10): append-only, hash-chained per organization.
 
-Each entry is written in the same transaction as the change it records, so an event is
-never lost and never recorded for a change that rolled back. Entries of one organization
-form a chain: ``hash = SHA-256(prev_hash || canonical JSON of the entry)``, with a per-org
-sequence number. The chain head row is updated first, which serializes appends within an
-organization (the lock lasts until the caller commits, so record right before commit)
-and makes ``created_at`` follow ``seq``. ``verify_chain`` finds an edited, inserted or
-deleted entry. No code path updates or deletes entries.
+Recording is one INSERT in the same transaction as the change it records, so an event is
+never lost and never recorded for a change that rolled back — and appends take no lock,
+so concurrent requests of one organization do not queue behind each other.
+
+Sealing chains the entries shortly after (a background thread in every server process
+runs ``seal_pending`` each second; ``sensei audit verify`` seals first): under the
+organization's chain-head row lock it gives each unsealed entry the next sequence number,
+``prev_hash`` and ``hash = SHA-256(prev_hash || canonical JSON of the entry)``.
+``verify_chain`` then finds an edited, inserted or deleted entry. No code path updates or
+deletes an entry except sealing, which fills in only those three empty columns once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import and_, or_, select, update
 
 from app.errors import ApiError
 from app.extensions import db
@@ -29,6 +32,7 @@ from app.models.base import new_id, sane_id, utcnow
 from app.services.pagination import Page
 
 RESULTS = ("success", "failure")
+log = logging.getLogger("sensei.audit")
 
 
 @dataclass
@@ -77,16 +81,6 @@ def chain_hash(prev_hash: str, event: AuditEvent) -> str:
     return hashlib.sha256(f"{prev_hash}:{canonical}".encode()).hexdigest()
 
 
-def ensure_chain_head(org_id: str) -> None:
-    """Create the org's chain head if it has none (idempotent, safe under concurrency)."""
-    insert = postgresql_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    db.session.execute(
-        insert(AuditChainHead).values(org_id=org_id, seq=0, hash=GENESIS).on_conflict_do_nothing(
-            index_elements=["org_id"]
-        )
-    )
-
-
 def record(
     context: AuditContext | None,
     *,
@@ -98,21 +92,9 @@ def record(
     """Append one entry in the caller's transaction (the caller commits)."""
     if context is None:
         return None
-    bump = (
-        update(AuditChainHead)
-        .where(AuditChainHead.org_id == org_id)
-        .values(seq=AuditChainHead.seq + 1)
-        .returning(AuditChainHead.seq, AuditChainHead.hash)
-    )
-    row = db.session.execute(bump).one_or_none()
-    if row is None:
-        ensure_chain_head(org_id)
-        row = db.session.execute(bump).one()
-    seq, prev_hash = row
     event = AuditEvent(
         id=new_id("log"),
         org_id=org_id,
-        seq=seq,
         created_at=utcnow(),
         actor_type=context.actor_type,
         actor_id=_clip(context.actor_id, 64),
@@ -122,10 +104,7 @@ def record(
         ip_address=_clip(context.ip_address, 45),
         user_agent=_clip(context.user_agent, 512),
         result=result,
-        prev_hash=prev_hash,
     )
-    event.hash = chain_hash(prev_hash, event)
-    db.session.execute(update(AuditChainHead).where(AuditChainHead.org_id == org_id).values(hash=event.hash))
     db.session.add(event)
     context.recorded = True
     return event
@@ -135,6 +114,82 @@ def record_now(context: AuditContext | None, **fields: Any) -> None:
     """Record an event that stands alone (a read, a refusal) in its own transaction."""
     record(context, **fields)
     db.session.commit()
+
+
+# -- sealing -----------------------------------------------------------------------------
+
+
+def seal_pending(*, batch: int = 1000) -> int:
+    """Chain every unsealed entry; returns how many were sealed."""
+    org_ids = db.session.scalars(select(AuditEvent.org_id).where(AuditEvent.seq.is_(None)).distinct()).all()
+    db.session.rollback()  # end the read before taking each chain's lock
+    sealed = 0
+    for org_id in org_ids:
+        while (count := _seal_org(org_id, batch)) > 0:
+            sealed += count
+            if count < batch:
+                break
+    return sealed
+
+
+def _seal_org(org_id: str, batch: int) -> int:
+    # Take the chain head first (a write): concurrent sealers of this org wait here, and
+    # on SQLite the write lock is held before anything is read.
+    take = (
+        update(AuditChainHead)
+        .where(AuditChainHead.org_id == org_id)
+        .values(seq=AuditChainHead.seq)
+        .returning(AuditChainHead.seq, AuditChainHead.hash)
+    )
+    row = db.session.execute(take).one_or_none()
+    if row is None:  # every organization gets its head when created; this one is gone
+        db.session.rollback()
+        return 0
+    seq, prev_hash = row
+    pending = db.session.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.org_id == org_id, AuditEvent.seq.is_(None))
+        .order_by(AuditEvent.created_at, AuditEvent.id)
+        .limit(batch)
+    ).all()
+    for event in pending:
+        seq += 1
+        event.seq, event.prev_hash = seq, prev_hash
+        event.hash = prev_hash = chain_hash(prev_hash, event)
+    if pending:
+        db.session.execute(
+            update(AuditChainHead).where(AuditChainHead.org_id == org_id).values(seq=seq, hash=prev_hash)
+        )
+    db.session.commit()
+    return len(pending)
+
+
+class Sealer:
+    """Seals the audit log every ``interval`` seconds on a daemon thread of a server process."""
+
+    def __init__(self, app: Any, interval: float = 1.0) -> None:
+        self.app = app
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="audit-sealer", daemon=True)
+
+    def start(self) -> Sealer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self.app.app_context():
+                try:
+                    seal_pending()
+                except Exception:  # the next round retries; entries are safe in the table
+                    log.exception("audit sealing failed")
+                    db.session.rollback()
+                finally:
+                    db.session.remove()
 
 
 # -- reading -----------------------------------------------------------------------------
@@ -150,8 +205,7 @@ class AuditFilter:
 
 
 def list_events(*, org_id: str, limit: int, starting_after: str | None, filters: AuditFilter) -> Page:
-    """Newest first. Time bounds become sequence bounds (``created_at`` follows ``seq``), so
-    every query walks one (org, filter, seq) index from the newest entry."""
+    """Newest first; each filter has an (org, filter, created_at, id) index to walk."""
     stmt = select(AuditEvent).where(AuditEvent.org_id == org_id)
     if filters.action:
         stmt = stmt.where(AuditEvent.action == filters.action)
@@ -160,29 +214,27 @@ def list_events(*, org_id: str, limit: int, starting_after: str | None, filters:
     if filters.result:
         stmt = stmt.where(AuditEvent.result == filters.result)
     if filters.since:
-        low = db.session.scalar(
-            select(func.min(AuditEvent.seq)).where(AuditEvent.org_id == org_id, AuditEvent.created_at >= filters.since)
-        )
-        if low is None:
-            return Page(items=[], has_more=False)
-        stmt = stmt.where(AuditEvent.seq >= low)
+        stmt = stmt.where(AuditEvent.created_at >= filters.since)
     if filters.until:
-        high = db.session.scalar(
-            select(func.max(AuditEvent.seq)).where(AuditEvent.org_id == org_id, AuditEvent.created_at <= filters.until)
-        )
-        if high is None:
-            return Page(items=[], has_more=False)
-        stmt = stmt.where(AuditEvent.seq <= high)
+        stmt = stmt.where(AuditEvent.created_at <= filters.until)
     if starting_after is not None:
         cursor = None
         if sane_id(starting_after):
-            cursor = db.session.scalar(
-                select(AuditEvent.seq).where(AuditEvent.org_id == org_id, AuditEvent.id == starting_after)
-            )
+            cursor = db.session.execute(
+                select(AuditEvent.created_at, AuditEvent.id).where(
+                    AuditEvent.org_id == org_id, AuditEvent.id == starting_after
+                )
+            ).one_or_none()
         if cursor is None:
             raise ApiError("invalid_request", "starting_after is not an entry of this log", param="starting_after")
-        stmt = stmt.where(AuditEvent.seq < cursor)
-    rows = list(db.session.scalars(stmt.order_by(AuditEvent.seq.desc()).limit(limit + 1)))
+        stmt = stmt.where(
+            or_(
+                AuditEvent.created_at < cursor.created_at,
+                and_(AuditEvent.created_at == cursor.created_at, AuditEvent.id < cursor.id),
+            )
+        )
+    ordered = stmt.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()).limit(limit + 1)
+    rows = list(db.session.scalars(ordered))
     return Page(items=rows[:limit], has_more=len(rows) > limit)
 
 
@@ -190,7 +242,8 @@ def list_events(*, org_id: str, limit: int, starting_after: str | None, filters:
 
 
 def verify_chain(*, org_id: str | None = None, batch: int = 5000) -> dict[str, Any]:
-    """Walk every chain; report the first break of each organization."""
+    """Seal what is pending, then walk every chain; report the first break of each organization."""
+    seal_pending()
     heads = db.session.scalars(
         select(AuditChainHead).where(AuditChainHead.org_id == org_id) if org_id else select(AuditChainHead)
     ).all()
@@ -203,7 +256,7 @@ def verify_chain(*, org_id: str | None = None, batch: int = 5000) -> dict[str, A
         while problem is None:
             rows = db.session.scalars(
                 select(AuditEvent)
-                .where(AuditEvent.org_id == head.org_id, AuditEvent.seq > after)
+                .where(AuditEvent.org_id == head.org_id, AuditEvent.seq > after)  # sealed entries
                 .order_by(AuditEvent.seq)
                 .limit(batch)
             ).all()
