@@ -238,6 +238,13 @@ def list_events(*, org_id: str, limit: int, starting_after: str | None, filters:
     return Page(items=rows[:limit], has_more=len(rows) > limit)
 
 
+def get_event(*, org_id: str, event_id: str) -> AuditEvent:
+    event = db.session.get(AuditEvent, event_id) if sane_id(event_id) else None
+    if event is None or event.org_id != org_id:
+        raise ApiError("not_found", "No such audit entry")
+    return event
+
+
 # -- verification ------------------------------------------------------------------------
 
 

@@ -10,10 +10,11 @@ from sqlalchemy import select
 from app.errors import ApiError
 from app.extensions import db
 from app.models import OAuthClient
-from app.models.base import random_base62, sane_id
+from app.models.base import random_base62, sane_id, utcnow
 from app.security.digests import digest, matches
 from app.services import audit as audit_log
 from app.services import scopes as scope_rules
+from app.services import tokens as token_service
 from app.services.audit import AuditContext
 from app.services.orgs import get_org
 
@@ -137,4 +138,40 @@ def check_client_secret(client: OAuthClient, secret: str) -> bool:
 
 
 def clients_of_org(org_id: str) -> list[OAuthClient]:
-    return list(db.session.scalars(select(OAuthClient).where(OAuthClient.org_id == org_id)))
+    """The organization's own OAuth apps (not the clients of service accounts), newest first."""
+    return list(db.session.scalars(
+        select(OAuthClient)
+        .where(OAuthClient.org_id == org_id, OAuthClient.deleted_at.is_(None),
+               OAuthClient.service_account_id.is_(None))
+        .order_by(OAuthClient.created_at.desc())
+    ))
+
+
+def get_org_client(*, org_id: str, client_id: str) -> OAuthClient:
+    """An app of this organization, or 404 (another org's app too)."""
+    client = get_active_client(client_id)
+    if client is None or client.org_id != org_id or client.service_account_id is not None:
+        raise ApiError("not_found", "No such application")
+    return client
+
+
+def rotate_client_secret(*, org_id: str, client_id: str, audit: AuditContext | None = None) -> str:
+    """A new secret (returned once); the old one stops working at once."""
+    client = get_org_client(org_id=org_id, client_id=client_id)
+    if client.is_public:
+        raise ApiError("invalid_request", "A public client has no secret", param="client_id")
+    secret = f"cs_{random_base62(43)}"
+    client.secret_digest = digest(secret)
+    audit_log.record(audit, org_id=org_id, action="oauth_clients.rotate_secret", resource=client.client_id)
+    db.session.commit()
+    return secret
+
+
+def delete_client(*, org_id: str, client_id: str, audit: AuditContext | None = None) -> OAuthClient:
+    """Delete an app: its secret, refresh tokens and access tokens stop working at once."""
+    client = get_org_client(org_id=org_id, client_id=client_id)
+    client.deleted_at = utcnow()
+    token_service.revoke_grants(client_id=client.client_id, reason="client_deleted")
+    audit_log.record(audit, org_id=org_id, action="oauth_clients.delete", resource=client.client_id)
+    db.session.commit()
+    return client

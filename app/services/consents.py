@@ -5,10 +5,11 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from app.extensions import db
-from app.models import Consent
+from app.models import Consent, OAuthClient
 from app.models.base import new_id, utcnow
 from app.services import audit as audit_log
 from app.services import scopes as scope_rules
+from app.services import tokens as token_service
 from app.services.audit import AuditContext
 
 
@@ -31,3 +32,26 @@ def record_consent(*, user_id: str, client_id: str, org_id: str, scope: str, aud
         row.updated_at = utcnow()
     audit_log.record(audit, org_id=org_id, action="oauth.consent.grant", resource=client_id)
     db.session.commit()
+
+
+def consents_of_user(user_id: str) -> list[tuple[Consent, OAuthClient]]:
+    """The apps a user approved (live clients only), newest first."""
+    rows = db.session.execute(
+        select(Consent, OAuthClient)
+        .join(OAuthClient, OAuthClient.client_id == Consent.client_id)
+        .where(Consent.user_id == user_id, OAuthClient.deleted_at.is_(None))
+        .order_by(Consent.updated_at.desc())
+    ).all()
+    return [(consent, client) for consent, client in rows]
+
+
+def revoke_consent(*, user_id: str, client_id: str, org_id: str, audit: AuditContext | None = None) -> bool:
+    """Forget the consent and revoke every token the app holds for this user."""
+    row = db.session.scalar(select(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id))
+    if row is None:
+        return False
+    db.session.delete(row)
+    token_service.revoke_grants(client_id=client_id, user_id=user_id, reason="consent_revoked")
+    audit_log.record(audit, org_id=org_id, action="oauth.consent.revoke", resource=client_id)
+    db.session.commit()
+    return True

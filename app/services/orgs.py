@@ -7,11 +7,11 @@ import secrets
 import time
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from app.errors import ApiError
 from app.extensions import db
-from app.models import ROLES, TIERS, AuditChainHead, Organization, User, UserSession
+from app.models import ROLES, TIERS, AuditChainHead, AuditEvent, Organization, User, UserSession
 from app.models.audit import GENESIS_HASH
 from app.models.base import new_id, sane_id, utcnow
 from app.security.digests import digest
@@ -154,3 +154,73 @@ def prune_sessions(now: datetime) -> int:
     result = db.session.execute(delete(UserSession).where(UserSession.expires_at < now))
     db.session.commit()
     return result.rowcount or 0
+
+
+# -- members -------------------------------------------------------------------------------
+
+
+def members_of(org_id: str) -> list[User]:
+    return list(db.session.scalars(
+        select(User).where(User.org_id == org_id, User.deleted_at.is_(None)).order_by(User.created_at)
+    ))
+
+
+def get_member(*, org_id: str, user_id: str) -> User:
+    user = db.session.get(User, user_id) if sane_id(user_id) else None
+    if user is None or user.org_id != org_id or user.deleted_at is not None:
+        raise ApiError("not_found", "No such member")
+    return user
+
+
+def _check_role_change(actor: User, role: str) -> None:
+    if role not in ROLES:
+        raise ApiError("invalid_request", f"Role must be one of: {', '.join(ROLES)}", param="role")
+    if role == "owner" and actor.role != "owner":
+        raise ApiError("forbidden", "Only an owner can make someone an owner", param="role")
+
+
+def _owners_left(org_id: str, without: str) -> int:
+    return len([u for u in members_of(org_id) if u.role == "owner" and u.id != without])
+
+
+def add_member(*, actor: User, email: str, password: str, role: str, audit: AuditContext | None = None) -> User:
+    _check_role_change(actor, role)
+    return create_user(org_id=actor.org_id, email=email, password=password, role=role, audit=audit)
+
+
+def change_role(*, actor: User, user_id: str, role: str, audit: AuditContext | None = None) -> User:
+    member = get_member(org_id=actor.org_id, user_id=user_id)
+    _check_role_change(actor, role)
+    if member.role == "owner" and actor.role != "owner":
+        raise ApiError("forbidden", "Only an owner can change an owner's role", param="role")
+    if member.role == "owner" and role != "owner" and not _owners_left(actor.org_id, member.id):
+        raise ApiError("invalid_request", "An organization keeps at least one owner", param="role")
+    member.role = role
+    audit_log.record(audit, org_id=actor.org_id, action="users.update", resource=member.id)
+    db.session.commit()
+    return member
+
+
+def remove_member(*, actor: User, user_id: str, audit: AuditContext | None = None) -> User:
+    """Remove a user: their sessions end and their tokens stop working at once."""
+    member = get_member(org_id=actor.org_id, user_id=user_id)
+    if member.id == actor.id:
+        raise ApiError("invalid_request", "You cannot remove yourself", param="user_id")
+    if member.role == "owner" and actor.role != "owner":
+        raise ApiError("forbidden", "Only an owner can remove an owner")
+    now = utcnow()
+    member.deleted_at = now
+    db.session.execute(update(UserSession).where(UserSession.user_id == member.id, UserSession.revoked_at.is_(None))
+                       .values(revoked_at=now))
+    audit_log.record(audit, org_id=actor.org_id, action="users.delete", resource=member.id)
+    db.session.commit()
+    return member
+
+
+def calls_today(org_id: str) -> int:
+    """Audited calls and events of the organization since midnight UTC."""
+    midnight = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+    return db.session.scalar(
+        select(func.count()).select_from(AuditEvent).where(AuditEvent.org_id == org_id,
+                                                            AuditEvent.created_at >= midnight)
+    ) or 0

@@ -9,6 +9,7 @@ from app.extensions import db
 from app.models import OAuthClient, Organization, ServiceAccount, User
 from app.security import ip_rules
 from app.services.orgs import get_org
+from app.services.scopes import for_role
 
 
 @dataclass(frozen=True)
@@ -64,3 +65,9 @@ def display_name(principal: Principal) -> str:
         client = db.session.get(OAuthClient, principal.id)
         return client.name if client else ""
     return ""
+
+
+def user_principal(user: User) -> Principal:
+    """A person signed in to the dashboard acts with everything their role holds."""
+    return Principal(org_id=user.org_id, type="user", id=user.id, name=user.email, scopes=for_role(user.role),
+                     credential="session", credential_id=user.id, role=user.role)

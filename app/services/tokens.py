@@ -234,6 +234,19 @@ def revoke_family(family_id: str, *, reason: str) -> None:
             revoke_access_token(jti=jti, org_id=org_id, expires_at=expires_at, reason=reason)
 
 
+def revoke_grants(*, client_id: str, user_id: str | None = None, reason: str) -> int:
+    """Revoke every refresh-token family (and its access tokens) of a client, or of one user
+    of it. The caller commits."""
+    stmt = select(RefreshToken.family_id).where(RefreshToken.client_id == client_id,
+                                                 RefreshToken.revoked_at.is_(None)).distinct()
+    if user_id is not None:
+        stmt = stmt.where(RefreshToken.user_id == user_id)
+    families = db.session.scalars(stmt).all()
+    for family_id in families:
+        revoke_family(family_id, reason=reason)
+    return len(families)
+
+
 # -- access tokens ------------------------------------------------------------------
 
 
