@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -55,20 +56,11 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-def create_client(
-    *,
-    org_id: str,
-    name: str,
-    redirect_uris: list[str],
-    scopes: list[str] | str,
-    public: bool = False,
-    created_by: str | None = None,
-    audit: AuditContext | None = None,
-) -> tuple[OAuthClient, str | None]:
-    """Register a client; returns it with its secret in plaintext (None for a public client)."""
-    client, secret = new_client(org_id=org_id, name=name, redirect_uris=redirect_uris, scopes=scopes,
-                                public=public, created_by=created_by)
-    audit_log.record(audit, org_id=org_id, action="oauth_clients.create", resource=client.client_id)
+def create_client(*, audit: AuditContext | None = None, **fields: Any) -> tuple[OAuthClient, str | None]:
+    """Register a client (fields as for ``new_client``); returns it with its secret in plaintext
+    (None for a public client) — the only time the secret exists."""
+    client, secret = new_client(**fields)
+    audit_log.record(audit, org_id=client.org_id, action="oauth_clients.create", resource=client.client_id)
     db.session.commit()
     return client, secret
 
