@@ -146,6 +146,15 @@ def start_server(settings: dict, port: int, log_path: Path, extra_env: dict | No
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
+    try:
+        return _wait_until_serving(process, url, log_path)
+    except BaseException:
+        process.kill()  # never leave a server behind
+        process.wait()
+        raise
+
+
+def _wait_until_serving(process: subprocess.Popen, url: str, log_path: Path) -> Server:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -156,7 +165,6 @@ def start_server(settings: dict, port: int, log_path: Path, extra_env: dict | No
         except requests.RequestException:
             pass  # not listening yet, or workers still booting
         time.sleep(0.1)
-    process.kill()
     raise RuntimeError(f"gunicorn did not start: {log_path.read_text()}")
 
 
