@@ -25,6 +25,8 @@ from app import create_app
 from app.extensions import db
 from app.services import schema, signing_keys
 
+pytest_plugins = ["tests.browser_support"]  # Chromium fixtures for the browser tests
+
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("SENSEI_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("SENSEI_TEST_REDIS_URL")
