@@ -11,9 +11,8 @@ import requests
 from playwright.sync_api import Page, expect
 
 from tests.browser_support import fits_width, screenshot, sign_in
-from tests.factories import REDIRECT_URI, bearer, make_api_key, make_client, make_org, make_user
+from tests.factories import REDIRECT_URI, bearer, make_api_key, make_org, make_user
 from tests.test_service_accounts import SEED_YAML
-
 
 
 def create_key(page: Page, base: str, *, name: str, live: bool, scopes: list[str]) -> str:
