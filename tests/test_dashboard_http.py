@@ -201,3 +201,20 @@ def test_organization_and_members(live):
     assert post_form(browser, f"/dashboard/members/{member_id}/remove", {}).status_code == 303
     assert newcomer.http.get(f"{live.url}/dashboard/api-keys", allow_redirects=False).status_code == 302
     assert audit_log.verify_chain(org_id=org.id)["problems"] == []
+
+
+def test_audit_log_load_more_follows_the_cursor(live):
+    org = make_org()
+    browser = signed_in(live, make_user(org))
+    _, key = make_api_key(org, scopes="migrations:read")
+    session = requests.Session()
+    for _ in range(55):
+        session.get(f"{live.url}/v1/me", headers=bearer(key))
+    first = browser.http.get(f"{live.url}/dashboard/audit", params={"action": "me.read"}).text
+    ids = re.findall(r"/dashboard/audit/(log_[0-9A-Za-z]+)", first)
+    assert len(ids) == 50
+    more = re.search(r'href="(/dashboard/audit\?[^"]*starting_after=[^"]+)"[^>]*>Load more', first)
+    assert more, "no Load more link"
+    second = browser.http.get(f"{live.url}{more.group(1).replace('&amp;', '&')}").text
+    rest = re.findall(r"/dashboard/audit/(log_[0-9A-Za-z]+)", second)
+    assert len(rest) == 5 and not set(rest) & set(ids) and "Load more" not in second
