@@ -7,11 +7,11 @@ from datetime import datetime
 from sqlalchemy import JSON, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.extensions import Base
 from app.models.base import UTCDateTime, utcnow
 
 
-class ApiKey(db.Model):
+class ApiKey(Base):
     __tablename__ = "api_keys"
     __table_args__ = (Index("ix_api_keys_org_page", "org_id", "created_at", "id"),)
 

@@ -7,13 +7,13 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.extensions import Base
 from app.models.base import UTCDateTime
 
 GENESIS_HASH = "0" * 64  # the chain of every organization's audit log starts here
 
 
-class AuditEvent(db.Model):
+class AuditEvent(Base):
     __tablename__ = "audit_events"
     __table_args__ = (
         UniqueConstraint("org_id", "seq"),
@@ -43,7 +43,7 @@ class AuditEvent(db.Model):
     hash: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
-class AuditChainHead(db.Model):
+class AuditChainHead(Base):
     """The newest sealed link of an organization's chain; its row lock serializes sealers."""
 
     __tablename__ = "audit_chain_heads"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import secrets
 import string
 from datetime import UTC, datetime
+from typing import Any, cast
 
-from sqlalchemy import DateTime, TypeDecorator
+from sqlalchemy import CursorResult, DateTime, TypeDecorator
 
 BASE62 = string.digits + string.ascii_letters
 
@@ -49,3 +50,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+def affected_rows(result: Any) -> int:
+    """Rows matched by an UPDATE or DELETE (what decides a conditional claim)."""
+    return cast(CursorResult, result).rowcount or 0

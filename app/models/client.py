@@ -7,11 +7,11 @@ from datetime import datetime
 from sqlalchemy import JSON, Boolean, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.extensions import Base
 from app.models.base import UTCDateTime, utcnow
 
 
-class OAuthClient(db.Model):
+class OAuthClient(Base):
     __tablename__ = "oauth_clients"
 
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -29,7 +29,7 @@ class OAuthClient(db.Model):
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
-class Consent(db.Model):
+class Consent(Base):
     __tablename__ = "consents"
     __table_args__ = (UniqueConstraint("user_id", "client_id"),)
 

@@ -7,14 +7,14 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.extensions import Base
 from app.models.base import UTCDateTime, utcnow
 
 TIERS = ("free", "starter", "professional", "enterprise")
 ROLES = ("owner", "admin", "developer", "viewer")
 
 
-class Organization(db.Model):
+class Organization(Base):
     __tablename__ = "organizations"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -26,7 +26,7 @@ class Organization(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class User(db.Model):
+class User(Base):
     __tablename__ = "users"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -38,7 +38,7 @@ class User(db.Model):
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
-class UserSession(db.Model):
+class UserSession(Base):
     """A signed-in browser. The cookie carries the plaintext id; we keep its digest."""
 
     __tablename__ = "user_sessions"

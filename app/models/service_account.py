@@ -8,11 +8,11 @@ from datetime import datetime
 from sqlalchemy import JSON, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.extensions import Base
 from app.models.base import UTCDateTime, utcnow
 
 
-class ServiceAccount(db.Model):
+class ServiceAccount(Base):
     __tablename__ = "service_accounts"
     __table_args__ = (Index("ix_service_accounts_org_page", "org_id", "created_at", "id"),)
 

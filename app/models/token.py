@@ -7,11 +7,11 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.extensions import Base
 from app.models.base import UTCDateTime, utcnow
 
 
-class AuthorizationCode(db.Model):
+class AuthorizationCode(Base):
     """RFC 6749 §4.1.2: single use, short-lived, bound to client, redirect URI and PKCE."""
 
     __tablename__ = "authorization_codes"
@@ -41,7 +41,7 @@ class AuthorizationCode(db.Model):
         return self.scope
 
 
-class RefreshToken(db.Model):
+class RefreshToken(Base):
     """One link of a rotation chain; every link of a grant shares ``family_id``."""
 
     __tablename__ = "refresh_tokens"
@@ -69,7 +69,7 @@ class RefreshToken(db.Model):
         return self.scope
 
 
-class RevokedAccessToken(db.Model):
+class RevokedAccessToken(Base):
     """Access tokens are self-contained JWTs; revoking one records its ``jti`` until it expires."""
 
     __tablename__ = "revoked_access_tokens"
@@ -81,7 +81,7 @@ class RevokedAccessToken(db.Model):
     reason: Mapped[str] = mapped_column(String(40))
 
 
-class SigningKey(db.Model):
+class SigningKey(Base):
     """Metadata of an RS256 signing key; the private PEM lives in ``SENSEI_KEYS_DIR``."""
 
     __tablename__ = "signing_keys"

@@ -36,7 +36,7 @@ def _has_authorization_header(request) -> bool:
 
 
 def _usable(value: str | None) -> bool:
-    return bool(value) and len(value) <= MAX_CREDENTIAL_LENGTH and "\x00" not in value  # type: ignore[operator]
+    return value is not None and 0 < len(value) <= MAX_CREDENTIAL_LENGTH and "\x00" not in value
 
 
 def authenticate_client_secret_basic(query_client, request):

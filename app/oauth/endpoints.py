@@ -199,6 +199,7 @@ class Revocation(_CallerAuthentication, RevocationEndpoint):
             token_service.revoke_family(token.row.family_id, reason="revoked")
             resource = token.row.family_id
         else:
+            assert token.expires_at is not None  # every access token has an exp
             token_service.revoke_access_token(
                 jti=token.claims["jti"], org_id=token.org_id, expires_at=token.expires_at, reason="revoked"
             )

@@ -17,6 +17,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import cast
 
 from flask import Flask, current_app, g
 from limits import (
@@ -84,10 +85,10 @@ class RateLimiter:
         self.shared = bool(redis_url)
         self.storage: Storage
         if redis_url:
-            self.storage = storage_from_string(redis_url, key_prefix=prefix, socket_timeout=0.5,
-                                               socket_connect_timeout=0.5)
+            self.storage = cast(Storage, storage_from_string(redis_url, key_prefix=prefix, socket_timeout=0.5,
+                                                             socket_connect_timeout=0.5))
         else:
-            self.storage = storage_from_string("memory://")
+            self.storage = cast(Storage, storage_from_string("memory://"))
 
     def storage_reachable(self) -> bool:
         try:

@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from app.errors import ApiError
 from app.extensions import db
 from app.models import ApiKey
-from app.models.base import BASE62, new_id, random_base62, sane_id, utcnow
+from app.models.base import BASE62, affected_rows, new_id, random_base62, sane_id, utcnow
 from app.security import ip_rules
 from app.security.digests import digest
 from app.services import audit as audit_log
@@ -241,4 +241,4 @@ def revoke_keys_of_service_account(service_account_id: str) -> int:
         .values(revoked_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount or 0
+    return affected_rows(result)

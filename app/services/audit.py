@@ -279,8 +279,9 @@ def verify_chain(*, org_id: str | None = None, batch: int = 5000) -> dict[str, A
                     problem = f"entry {event.seq} ({event.id}) was modified"
                 if problem:
                     break
+                assert event.seq is not None and event.hash is not None  # only sealed entries are read
                 prev_hash, expected_seq, last_seq = event.hash, event.seq + 1, event.seq
-            after = rows[-1].seq
+            after = rows[-1].seq or after
             db.session.expunge_all()
         if problem is None and (head.seq != last_seq or head.hash != prev_hash):
             problem = f"entries after {last_seq} are missing (the chain head is at {head.seq})"

@@ -13,7 +13,7 @@ from app.errors import ApiError
 from app.extensions import db
 from app.models import ROLES, TIERS, AuditChainHead, AuditEvent, Organization, User, UserSession
 from app.models.audit import GENESIS_HASH
-from app.models.base import new_id, sane_id, utcnow
+from app.models.base import affected_rows, new_id, sane_id, utcnow
 from app.security.digests import digest
 from app.security.passwords import hash_password, password_problem, verify_password
 from app.security.rate_limits import TIER_QUOTAS, Quota, quota_for
@@ -153,7 +153,7 @@ def end_session(session_id: str | None) -> None:
 def prune_sessions(now: datetime) -> int:
     result = db.session.execute(delete(UserSession).where(UserSession.expires_at < now))
     db.session.commit()
-    return result.rowcount or 0
+    return affected_rows(result)
 
 
 # -- members -------------------------------------------------------------------------------

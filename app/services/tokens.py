@@ -17,7 +17,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.extensions import db
 from app.models import AuthorizationCode, RefreshToken, RevokedAccessToken
-from app.models.base import new_id, utcnow
+from app.models.base import affected_rows, new_id, utcnow
 from app.security.digests import digest
 from app.services import audit as audit_log
 from app.services.audit import AuditContext
@@ -34,7 +34,7 @@ def new_authorization_code() -> str:
 
 
 def _lookupable(secret: str | None) -> bool:
-    return bool(secret) and len(secret) <= MAX_TOKEN_LENGTH  # type: ignore[arg-type]
+    return secret is not None and 0 < len(secret) <= MAX_TOKEN_LENGTH
 
 
 # -- authorization codes ------------------------------------------------------------
@@ -97,7 +97,7 @@ def claim_authorization_code(row: AuthorizationCode, audit: AuditContext | None 
         .values(used_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount == 1:
+    if affected_rows(result) == 1:
         return True
     db.session.rollback()
     fresh = db.session.get(AuthorizationCode, row.id, populate_existing=True)
@@ -201,7 +201,7 @@ def claim_refresh_token(row: RefreshToken, audit: AuditContext | None = None) ->
         .values(used_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount == 1:
+    if affected_rows(result) == 1:
         return True
     db.session.rollback()
     _reuse_detected(row, audit)
@@ -279,6 +279,6 @@ def prune(now: datetime | None = None) -> dict[str, int]:
         ("refresh_tokens", delete(RefreshToken).where(RefreshToken.expires_at < now)),
         ("revoked_access_tokens", delete(RevokedAccessToken).where(RevokedAccessToken.expires_at < now)),
     ):
-        counts[name] = db.session.execute(stmt).rowcount or 0
+        counts[name] = affected_rows(db.session.execute(stmt))
     db.session.commit()
     return counts

@@ -13,6 +13,7 @@ from functools import wraps
 from flask import Blueprint, abort, g, redirect, render_template, request, url_for
 
 from app.errors import ApiError
+from app.models import User
 from app.oauth.events import user_context
 from app.services.audit import AuditContext
 from app.services.principals import user_principal
@@ -50,8 +51,15 @@ def page(scope: str | None = None):
     return decorator
 
 
+def actor() -> User:
+    """The signed-in user of a dashboard page (``page`` has made sure there is one)."""
+    user = current_user()
+    assert user is not None
+    return user
+
+
 def audit() -> AuditContext:
-    return user_context(current_user())
+    return user_context(actor())
 
 
 def can(scope: str | None) -> bool:

@@ -8,9 +8,8 @@ from app.errors import ApiError
 from app.services import consents as consent_service
 from app.services import orgs as org_service
 from app.services import scopes as scope_rules
-from app.web.dashboard import audit, bp, page, render, show_error
+from app.web.dashboard import actor, audit, bp, page, render, show_error
 from app.web.forms import ConfirmForm, MemberForm, RoleForm
-from app.web.session import current_user
 
 
 @bp.get("/authorized-apps")
@@ -48,7 +47,7 @@ def members():
     form = MemberForm()
     if form.validate_on_submit():
         try:
-            org_service.add_member(actor=current_user(), email=form.email.data, password=form.password.data,
+            org_service.add_member(actor=actor(), email=form.email.data, password=form.password.data,
                                    role=form.role.data, audit=audit())
             return redirect(url_for("dashboard.members"), code=303)
         except ApiError as error:
@@ -64,7 +63,7 @@ def members():
 def change_member_role(user_id: str):
     form = RoleForm()
     if form.validate_on_submit():
-        org_service.change_role(actor=current_user(), user_id=user_id, role=form.role.data, audit=audit())
+        org_service.change_role(actor=actor(), user_id=user_id, role=form.role.data, audit=audit())
     return redirect(url_for("dashboard.members"), code=303)
 
 
@@ -74,7 +73,7 @@ def remove_member(user_id: str):
     member = org_service.get_member(org_id=g.principal.org_id, user_id=user_id)
     form = ConfirmForm()
     if form.validate_on_submit():
-        org_service.remove_member(actor=current_user(), user_id=member.id, audit=audit())
+        org_service.remove_member(actor=actor(), user_id=member.id, audit=audit())
         return redirect(url_for("dashboard.members"), code=303)
     return render("confirm.html", form=form, title=f"Remove {member.email}?",
                   message="They are signed out everywhere and their tokens stop working.",
