@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, tuple_, update
 
 from app.errors import ApiError
 from app.extensions import db
@@ -227,12 +227,8 @@ def list_events(*, org_id: str, limit: int, starting_after: str | None, filters:
             ).one_or_none()
         if cursor is None:
             raise ApiError("invalid_request", "starting_after is not an entry of this log", param="starting_after")
-        stmt = stmt.where(
-            or_(
-                AuditEvent.created_at < cursor.created_at,
-                and_(AuditEvent.created_at == cursor.created_at, AuditEvent.id < cursor.id),
-            )
-        )
+        # A row-value comparison is an index range bound; the equivalent OR is a scan.
+        stmt = stmt.where(tuple_(AuditEvent.created_at, AuditEvent.id) < tuple_(cursor.created_at, cursor.id))
     ordered = stmt.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()).limit(limit + 1)
     rows = list(db.session.scalars(ordered))
     return Page(items=rows[:limit], has_more=len(rows) > limit)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, or_
+from sqlalchemy import Select, tuple_
 
 from app.errors import ApiError
 from app.extensions import db
@@ -29,11 +29,7 @@ def paginate(stmt: Select, model: Any, *, limit: int, starting_after: str | None
         cursor = db.session.scalar(stmt.where(model.id == starting_after)) if sane_id(starting_after) else None
         if cursor is None:
             raise ApiError("invalid_request", "starting_after is not an object of this list", param="starting_after")
-        stmt = stmt.where(
-            or_(
-                model.created_at < cursor.created_at,
-                and_(model.created_at == cursor.created_at, model.id < cursor.id),
-            )
-        )
+        # A row-value comparison is an index range bound; the equivalent OR is a scan.
+        stmt = stmt.where(tuple_(model.created_at, model.id) < tuple_(cursor.created_at, cursor.id))
     rows = list(db.session.scalars(stmt.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)))
     return Page(items=rows[:limit], has_more=len(rows) > limit)
