@@ -8,7 +8,7 @@ import sys
 
 from app import create_app, readiness_problem
 from app.config import ConfigError
-from app.services.audit import Sealer
+from app.services.audit import AuditWriter, Sealer
 
 try:
     app = create_app()
@@ -19,4 +19,5 @@ problem = readiness_problem(app)
 if problem:
     print(f"sensei: {problem}", file=sys.stderr)
     sys.exit(1)
-sealer = Sealer(app).start()  # chains new audit entries every second
+app.extensions["sensei.audit_writer"] = AuditWriter(app)  # standalone entries, off the request path
+sealer = Sealer(app).start()  # chains the entries of changes every second

@@ -95,6 +95,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 def register_extensions(app: Flask) -> None:
     from app.oauth.server import init_oauth
     from app.security.rate_limits import Quota, RateLimiter
+    from app.services.freshness import register_invalidation
     from app.services.signing_keys import KeyRing
 
     settings: Settings = app.config["SETTINGS"]
@@ -120,6 +121,7 @@ def register_extensions(app: Flask) -> None:
         keys_dir=settings.KEYS_DIR, access_token_ttl=settings.ACCESS_TOKEN_TTL
     )
     init_oauth(app)
+    register_invalidation()
 
 
 def register_blueprints(app: Flask) -> None:
@@ -143,13 +145,14 @@ def register_errorhandlers(app: Flask) -> None:
 
 
 def register_request_hooks(app: Flask) -> None:
-    from app.observability import register_request_logging
+    from app.observability import register_request_logging, register_round_trip_counting
     from app.security.body_limit import register_body_limit
     from app.security.headers import register_security_headers
     from app.security.https import register_https_enforcement
     from app.security.rate_limits import register_rate_limit_headers
 
     register_request_logging(app)
+    register_round_trip_counting(app)
     register_body_limit(app)
     register_https_enforcement(app)
     register_security_headers(app)

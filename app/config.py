@@ -33,6 +33,8 @@ class Settings:
     SESSION_TTL: int = 12 * 3600
     DOCS_URL: str = "https://docs.sensei.ai"
     SQLITE_SINGLE_HOST: bool = False
+    # Benchmarks only: responses report their database and Redis round trips (bench/run.py).
+    BENCH_ROUND_TRIPS: bool = False
     # Calls without valid credentials, counted per client address (default: the Free tier).
     ANONYMOUS_PER_SECOND: int = 10
     ANONYMOUS_PER_DAY: int = 1000
@@ -93,7 +95,7 @@ def _coerce(name: str, raw: str) -> Any:
         if not low <= value <= high:
             raise ConfigError(f"SENSEI_{name} must be between {low} and {high}, got {value}")
         return value
-    if name == "SQLITE_SINGLE_HOST":
+    if name in ("SQLITE_SINGLE_HOST", "BENCH_ROUND_TRIPS"):
         return raw.strip().lower() in {"1", "true", "yes"}
     return raw.strip()
 

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import secrets
 import sys
+import threading
 import time
 
 from flask import Flask, g, request
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 
@@ -71,6 +75,68 @@ def register_request_logging(app: Flask) -> None:
             },
         )
         return response
+
+
+class RoundTrips:
+    """Database statements and Redis commands per request (bench mode, SENSEI_BENCH_ROUND_TRIPS=1):
+    each response says how many its own thread made, and the process's totals over every
+    thread (the audit writer's batches included)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self.requests = self.db = self.redis = 0
+
+    def reset(self) -> None:
+        self._local.db = self._local.redis = 0
+        self.requests += 1
+
+    def count_db(self, *_args) -> None:
+        self.db += 1
+        self._local.db = getattr(self._local, "db", 0) + 1
+
+    def count_begin(self, connection) -> None:
+        if connection.dialect.name == "postgresql":  # psycopg sends BEGIN on its own
+            self.count_db()
+
+    def count_redis(self) -> None:
+        self.redis += 1
+        self._local.redis = getattr(self._local, "redis", 0) + 1
+
+    def header(self) -> str:
+        return (f"db={getattr(self._local, 'db', 0)}; redis={getattr(self._local, 'redis', 0)}; pid={os.getpid()}; "
+                f"total_requests={self.requests}; total_db={self.db}; total_redis={self.redis}")
+
+
+round_trips: RoundTrips | None = None
+
+
+def register_round_trip_counting(app: Flask) -> None:
+    """Count round trips when the bench asks for it: statements and commits on every engine
+    (PostgreSQL's implicit BEGIN too), Redis commands in ``RedisCounters``."""
+    global round_trips
+    if not app.config["SETTINGS"].BENCH_ROUND_TRIPS:
+        return
+    if round_trips is None:
+        round_trips = RoundTrips()
+        counter = round_trips
+        event.listen(Engine, "before_cursor_execute", counter.count_db)
+        event.listen(Engine, "commit", counter.count_db)
+        event.listen(Engine, "begin", counter.count_begin)
+    counter = round_trips
+
+    @app.before_request
+    def start_counting() -> None:
+        counter.reset()
+
+    @app.after_request
+    def report_round_trips(response):
+        response.headers["X-Sensei-Round-Trips"] = counter.header()
+        return response
+
+
+def count_redis() -> None:
+    if round_trips is not None:
+        round_trips.count_redis()
 
 
 def request_audit_context(actor_type: str, actor_id: str | None, actor_name: str):

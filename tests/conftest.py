@@ -87,7 +87,10 @@ def server_port() -> int:
 
 @pytest.fixture(scope="session")
 def settings_overrides(database_url, tmp_path_factory, server_port) -> dict:
-    return {
+    # With Redis the shared server counts limits and validates its credential caches there
+    # (and this process's changes reach it through the same keys), as in production.
+    shared = {"REDIS_URL": REDIS_URL, "REDIS_PREFIX": f"sensei-test-{secrets.token_hex(6)}"} if REDIS_URL else {}
+    return shared | {
         "DATABASE_URL": database_url,
         "KEYS_DIR": str(tmp_path_factory.mktemp("keys")),
         "ISSUER": f"http://127.0.0.1:{server_port}",

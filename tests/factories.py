@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -108,6 +109,41 @@ def http_from(source: str) -> requests.Session:
     session = requests.Session()
     session.mount("http://", SourceAddressAdapter(source))
     return session
+
+
+def eventually(check, *, timeout: float = 10.0, interval: float = 0.05):
+    """``check()``'s value once it stops raising AssertionError (bounded by ``timeout``).
+
+    For what a server does just after answering: a standalone audit entry is written by the
+    worker's writer thread a few milliseconds after the response that it records."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(interval)
+
+
+def audit_written(org_id: str, at_least: int, **where) -> int:
+    """Wait (bounded) until the organization has ``at_least`` audit entries matching ``where``
+    (columns of AuditEvent): the servers' writers record reads a moment after answering."""
+    from sqlalchemy import func, select
+
+    from app.extensions import db
+    from app.models import AuditEvent
+
+    def count() -> int:
+        db.session.rollback()  # a fresh snapshot each time
+        stmt = select(func.count()).select_from(AuditEvent).where(AuditEvent.org_id == org_id)
+        for column, value in where.items():
+            stmt = stmt.where(getattr(AuditEvent, column) == value)
+        found = db.session.scalar(stmt) or 0
+        assert found >= at_least, f"{found} of {at_least} audit entries written"
+        return found
+
+    return eventually(count)
 
 
 def bearer(credential: str) -> dict[str, str]:

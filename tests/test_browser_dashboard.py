@@ -11,7 +11,7 @@ import requests
 from playwright.sync_api import Page, expect
 
 from tests.browser_support import fits_width, screenshot, sign_in
-from tests.factories import REDIRECT_URI, bearer, make_api_key, make_org, make_user
+from tests.factories import REDIRECT_URI, audit_written, bearer, make_api_key, make_org, make_user
 from tests.test_service_accounts import SEED_YAML
 
 
@@ -140,6 +140,7 @@ def test_filter_the_audit_log_and_open_an_entry(live, page, tmp_path):
     key_row, key = make_api_key(org, scopes="migrations:read")
     for _ in range(3):
         requests.get(f"{live.url}/v1/me", headers=bearer(key))
+    audit_written(org.id, 3, action="me.read")
     sign_in(page, live.url, owner.email)
     page.goto(f"{live.url}/dashboard/audit")
     page.fill("#actor_id", key_row.id)

@@ -26,7 +26,8 @@ DEFAULT_LIMITS = {"ANONYMOUS_PER_SECOND": 10, "ANONYMOUS_PER_DAY": 1000,
 
 def limited_server(settings_overrides, tmp_path_factory, **extra):
     port = free_port()
-    settings = settings_overrides | DEFAULT_LIMITS | {"ISSUER": f"http://127.0.0.1:{port}"} | extra
+    # No Redis unless asked for: the shared server's counters (and prefix) are not these tests'.
+    settings = settings_overrides | {"REDIS_URL": ""} | DEFAULT_LIMITS | {"ISSUER": f"http://127.0.0.1:{port}"} | extra
     return start_server(settings, port, tmp_path_factory.mktemp("limits") / "gunicorn.log")
 
 

@@ -13,18 +13,19 @@ from flask import g, request
 
 from app.errors import ApiError
 from app.extensions import db
-from app.oauth.tokens import principal_for_access_token
+from app.oauth.tokens import resolve_access_token
 from app.observability import request_audit_context
 from app.security import rate_limits
+from app.security.rate_limits import Hit
 from app.services import api_keys as key_service
 from app.services import audit as audit_log
 from app.services.audit import AuditContext
-from app.services.orgs import quota_of_org
 from app.services.principals import Principal, require_address_allowed, require_scope
 
 
-def bearer_principal() -> Principal:
-    """The caller of a Bearer API key or access token; 401 if there is none that is valid.
+def bearer_principal() -> tuple[Principal, Hit]:
+    """The caller of a Bearer API key or access token, with its request counted against its
+    rate limit; 401 if there is none that is valid.
 
     Failed attempts count against the client address's anonymous quota (429 when spent)."""
     try:
@@ -35,18 +36,20 @@ def bearer_principal() -> Principal:
         raise
 
 
-def _authenticate() -> Principal:
+def _authenticate() -> tuple[Principal, Hit]:
     header = request.headers.get("Authorization", "")
     scheme, _, credential = header.partition(" ")
     credential = credential.strip()
     if scheme.lower() != "bearer" or not credential:
         raise ApiError("unauthorized", "Missing API key or access token: send Authorization: Bearer <credential>")
     if credential.startswith("sk_"):
-        return key_service.authenticate_api_key(credential)
-    principal = principal_for_access_token(credential)
-    if principal is None:
+        key, hit = key_service.resolve_api_key(credential, count=rate_limits.count)
+        return key.principal, rate_limits.remember(hit)
+    resolved = resolve_access_token(credential, count=rate_limits.count)
+    if resolved is None:
         raise ApiError("unauthorized", "Invalid, expired or revoked access token")
-    return principal
+    principal, hit = resolved
+    return principal, rate_limits.remember(hit)
 
 
 def audit_context(principal: Principal) -> AuditContext:
@@ -59,14 +62,13 @@ def require_principal(scope: str | None = None, *, action: str):
     def decorator(view):
         @wraps(view)
         def wrapper(*args, **kwargs):
-            principal = bearer_principal()
+            principal, hit = bearer_principal()
             g.principal = principal
             g.audit = context = audit_context(principal)
             resource = next(iter(kwargs.values()), None)
             try:
                 require_address_allowed(principal, request.remote_addr)
-                if not rate_limits.enforce(f"{principal.type}:{principal.id}",
-                                           quota_of_org(principal.org_id)).allowed:
+                if not hit.decision.allowed:
                     raise ApiError("rate_limited", "Rate limit exceeded for this credential; retry after the "
                                    "number of seconds in Retry-After")
                 if scope is not None:

@@ -1,5 +1,9 @@
 """Client authentication (RFC 6749 §2.3), stricter than Authlib's defaults.
 
+Registered with Authlib for the token, revocation and introspection endpoints; they look
+clients up through ``clients.authenticate`` (cached, the request counted) rather than the
+``query_client`` Authlib passes in, which reads the database for the authorization pages.
+
 * ``client_secret_basic`` decodes both halves as form-urlencoded (§2.3.1), so secrets
   containing ``+``, ``%`` or ``:`` work, and garbage headers fail cleanly.
 * One method per request (§2.3): credentials in the body are ignored when an
@@ -11,6 +15,8 @@ from __future__ import annotations
 import base64
 import binascii
 from urllib.parse import unquote_plus
+
+from app.oauth import clients
 
 MAX_CREDENTIAL_LENGTH = 512
 
@@ -43,10 +49,7 @@ def authenticate_client_secret_basic(query_client, request):
     credentials = parse_basic_authorization(request.headers.get("Authorization"))
     if credentials is None or not all(_usable(v) for v in credentials):
         return None
-    client = query_client(credentials[0])
-    if client is not None and client.check_client_secret(credentials[1]):
-        return client
-    return None
+    return clients.authenticate(credentials[0], credentials[1])
 
 
 def authenticate_client_secret_post(query_client, request):
@@ -56,10 +59,7 @@ def authenticate_client_secret_post(query_client, request):
     secret = request.form.get("client_secret")
     if not (_usable(client_id) and _usable(secret)):
         return None
-    client = query_client(client_id)
-    if client is not None and client.check_client_secret(secret):
-        return client
-    return None
+    return clients.authenticate(client_id, secret)
 
 
 def authenticate_none(query_client, request):
@@ -68,4 +68,4 @@ def authenticate_none(query_client, request):
     client_id = request.form.get("client_id")
     if not _usable(client_id):
         return None
-    return query_client(client_id)
+    return clients.authenticate(client_id, None)

@@ -17,8 +17,9 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import request as flask_request
 
+from app.errors import ApiError
 from app.extensions import db
-from app.models import ApiKey, RefreshToken
+from app.models import RefreshToken
 from app.models.base import utcnow
 from app.oauth.events import client_context
 from app.oauth.grants import (
@@ -27,13 +28,15 @@ from app.oauth.grants import (
     AddressNotAllowedError,
     RateLimitedError,
 )
-from app.oauth.tokens import decode_access_token, principal_for_claims
+from app.oauth.tokens import decode_access_token, standing_of
 from app.observability import request_audit_context
 from app.security import ip_rules, rate_limits
+from app.security.rate_limits import UNLIMITED, Hit, known_generation
 from app.services import api_keys as key_service
 from app.services import audit as audit_log
 from app.services import tokens as token_service
-from app.services.orgs import quota_of_org
+from app.services.api_keys import ActiveKey
+from app.services.audit import AuditContext
 
 
 class InvalidApiKeyError(InvalidClientError):
@@ -50,7 +53,7 @@ class InvalidApiKeyError(InvalidClientError):
 class ApiKeyCaller:
     """An API key standing in for a client at these two endpoints."""
 
-    key: ApiKey
+    key: ActiveKey
 
     @property
     def org_id(self) -> str:
@@ -131,15 +134,26 @@ def find_token(token: str) -> FoundToken | None:
     claims = decode_access_token(token, check_expiry=False)
     if claims is None:
         return None
+    # Cached under the generation the caller's own count read (same organization); a
+    # token of another organization is read from the database (and answered inactive).
+    standing, _ = standing_of(claims, count=lambda _bucket, _quota, org_id: Hit(UNLIMITED, known_generation(org_id)))
     return FoundToken(
         kind="access_token",
         org_id=claims["org"],
         client_id=claims["client_id"],
         expires_at=datetime.fromtimestamp(claims["exp"], UTC),
         # A token whose client, user or service account is gone is as good as revoked.
-        revoked=token_service.is_access_token_revoked(claims["jti"]) or principal_for_claims(claims) is None,
+        revoked=standing is None,
         claims=claims,
     )
+
+
+def caller_context(caller) -> AuditContext:
+    """Who acts at these endpoints: the API key (or its service account), or the client."""
+    if isinstance(caller, ApiKeyCaller):
+        principal = caller.key.principal
+        return request_audit_context(principal.type, principal.id, principal.name)
+    return client_context(caller)
 
 
 class _CallerAuthentication:
@@ -149,17 +163,16 @@ class _CallerAuthentication:
         header = request.headers.get("Authorization", "")
         scheme, _, credential = header.partition(" ")
         if scheme.lower() == "bearer":
-            key = key_service.find_active_key(credential.strip())
-            principal = key_service.principal_for_key(key) if key is not None else None
-            if key is None or principal is None:
+            try:
+                key, hit = key_service.resolve_api_key(credential.strip(), count=rate_limits.count)
+            except ApiError:
                 if not rate_limits.enforce_anonymous(flask_request.remote_addr).allowed:
-                    raise RateLimitedError()
-                raise InvalidApiKeyError()
-            if not ip_rules.allowed_by_all(principal.ip_whitelists, flask_request.remote_addr):
+                    raise RateLimitedError() from None
+                raise InvalidApiKeyError() from None
+            if not ip_rules.allowed_by_all(key.principal.ip_whitelists, flask_request.remote_addr):
                 raise AddressNotAllowedError()
-            if not rate_limits.enforce(f"{principal.type}:{principal.id}", quota_of_org(principal.org_id)).allowed:
+            if not rate_limits.remember(hit).decision.allowed:
                 raise RateLimitedError()
-            key_service.touch_last_used(key)
             request.client = ApiKeyCaller(key)
             return request.client
         return super().authenticate_endpoint_client(request)  # type: ignore[misc]
@@ -189,11 +202,7 @@ class Revocation(_CallerAuthentication, RevocationEndpoint):
         return find_token(token_string)
 
     def revoke_token(self, token: FoundToken, request):
-        caller = request.client
-        if isinstance(caller, ApiKeyCaller):
-            audit = request_audit_context("api_key", caller.key.id, caller.key.name)
-        else:
-            audit = client_context(caller)
+        audit = caller_context(request.client)
         if token.kind == "refresh_token":
             # RFC 7009 §2.1: revoking a refresh token revokes its grant's access tokens too.
             token_service.revoke_family(token.row.family_id, reason="revoked")
@@ -225,6 +234,13 @@ class Introspection(_CallerAuthentication, IntrospectionEndpoint):
 
     def check_permission(self, token, client, request):
         return token.org_id == client.org_id
+
+    def create_endpoint_response(self, request):
+        status, body, headers = super().create_endpoint_response(request)
+        caller = request.client  # authenticated: a refused caller raised before this line
+        audit_log.record_now(caller_context(caller), org_id=caller.org_id, action="oauth.token.introspect",
+                             resource=(body.get("jti") or body.get("sub")) if body.get("active") else None)
+        return status, body, headers
 
     def introspect_token(self, token: FoundToken) -> dict[str, Any]:
         claims = token.claims

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from app.observability import request_audit_context
 from app.services.audit import AuditContext
-from app.services.principals import active_service_account
 
 
 def client_context(client) -> AuditContext:
-    account = active_service_account(client.service_account_id) if client.service_account_id else None
+    """``client`` is an authenticated client of the token endpoint (its record carries its account)."""
+    account = client.account
     if account is not None:
         return request_audit_context("service_account", account.id, account.name)
     return request_audit_context("client", client.client_id, client.name)

@@ -20,7 +20,6 @@ from app.security import ip_rules
 from app.services import audit as audit_log
 from app.services import scopes as scope_rules
 from app.services import tokens as token_service
-from app.services.principals import active_service_account
 
 ALL_CLIENT_AUTH = ["client_secret_basic", "client_secret_post", "none"]
 CONFIDENTIAL_CLIENT_AUTH = ["client_secret_basic", "client_secret_post"]
@@ -144,7 +143,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
         if client.get_allowed_scope(self.request.payload.scope) is None:
             raise InvalidScopeError("The client may not request this scope.")
         if client.service_account_id:
-            account = active_service_account(client.service_account_id)
+            account = client.account  # a client of a deleted account does not authenticate at all
             if account is None:
                 raise InvalidClientError(status_code=401, description="The service account has been deleted.")
             if not ip_rules.allows(account.ip_whitelist, flask_request.remote_addr):

@@ -25,7 +25,6 @@ from app.security import rate_limits
 from app.services import audit as audit_log
 from app.services import scopes as scope_rules
 from app.services import tokens as token_service
-from app.services.orgs import quota_of_org
 
 
 class SenseiAuthorizationServer(AuthorizationServer):
@@ -72,9 +71,7 @@ class SenseiAuthorizationServer(AuthorizationServer):
             # Authlib's message lists our method names; say what went wrong instead.
             error.description = "Client authentication failed: unknown client or wrong credentials."
             raise
-        bucket = (f"service_account:{client.service_account_id}" if client.service_account_id
-                  else f"client:{client.client_id}")
-        if not rate_limits.enforce(bucket, quota_of_org(client.org_id)).allowed:
+        if client.hit is None or not client.hit.decision.allowed:  # counted by clients.authenticate
             raise RateLimitedError()
         return client
 

@@ -6,20 +6,24 @@ import base64
 import json
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwt import JWTClaimsRegistry
+from joserfc.jwt import ClaimsOption, JWTClaimsRegistry
 
 from app.extensions import db
 from app.models import OAuthClient, User
+from app.security.rate_limits import Hit, Quota
 from app.services import clients as client_service
+from app.services import freshness
 from app.services import scopes as scope_rules
 from app.services import tokens as token_service
-from app.services.principals import Principal, active_service_account
+from app.services.freshness import CredentialCache
+from app.services.principals import Principal
 from app.services.signing_keys import KeyRing
 
 ACCESS_TOKEN_TYPE = "at+jwt"
@@ -53,7 +57,7 @@ class AccessTokenGenerator:
         include_refresh_token: bool = True,
     ) -> dict[str, Any]:
         scope_string = granted_scope(scope, client)
-        now = int(time.time())
+        now = int(clock())
         ttl = expires_in or self.access_ttl
         jti = secrets.token_urlsafe(16)
         claims = {
@@ -93,8 +97,15 @@ def _unverified_kid(token: str) -> object:
     return header.get("kid") if isinstance(header, dict) else None
 
 
+clock = time.time  # the one clock of token verification (tests substitute a controlled one)
+
+
 def decode_access_token(token: str, *, check_expiry: bool = True) -> dict[str, Any] | None:
-    """Claims of a token we signed for our audience, or None. Revocation is not checked here."""
+    """Claims of a token we signed for our audience, or None. Revocation is not checked here.
+
+    The clock is read once: every time claim is judged against the same second. With
+    ``check_expiry=False`` (introspection reports expiry itself) ``exp`` must still be there.
+    """
     if not token or len(token) > token_service.MAX_TOKEN_LENGTH or token.count(".") != 2:
         return None
     ring = keyring()
@@ -113,25 +124,26 @@ def decode_access_token(token: str, *, check_expiry: bool = True) -> dict[str, A
     if decoded.header.get("typ") != ACCESS_TOKEN_TYPE:
         return None
     settings = current_app.config["SETTINGS"]
-    registry = JWTClaimsRegistry(
-        iss={"essential": True, "value": settings.ISSUER},
-        aud={"essential": True, "value": settings.AUDIENCE},
-        exp={"essential": True},
-        jti={"essential": True},
-        sub={"essential": True},
-        client_id={"essential": True},
-        org={"essential": True},
-    )
+    essential: ClaimsOption = {"essential": True}
+    options: dict[str, ClaimsOption] = {
+        "iss": {"essential": True, "value": settings.ISSUER},
+        "aud": {"essential": True, "value": settings.AUDIENCE},
+        "jti": essential, "sub": essential, "client_id": essential, "org": essential,
+    }
+    if check_expiry:
+        options["exp"] = essential
+    registry = JWTClaimsRegistry(int(clock()), 0, **options)
     claims = decoded.claims
+    exp = claims.get("exp")
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        return None
     try:
-        if not check_expiry:
-            claims = {k: v for k, v in claims.items() if k != "exp"} | {"exp": int(time.time()) + 1}
-        registry.validate(claims)
+        registry.validate(claims if check_expiry else {k: v for k, v in claims.items() if k != "exp"})
     except JoseError:
         return None
-    if not isinstance(decoded.claims.get("scope", ""), str):
+    if not isinstance(claims.get("scope", ""), str):
         return None
-    return decoded.claims
+    return claims
 
 
 def principal_for_claims(claims: dict[str, Any]) -> Principal | None:
@@ -140,19 +152,17 @@ def principal_for_claims(claims: dict[str, Any]) -> Principal | None:
     Checked on every use so that deleting a client, user or service account ends its tokens
     at once, and so that a service account's allow-list applies to its tokens too.
     """
-    client = client_service.get_active_client(claims["client_id"])
+    client = client_service.load_client_record(claims["client_id"])
     if client is None or client.org_id != claims["org"]:
         return None
     scopes = frozenset(claims.get("scope", "").split()) & scope_rules.ALL
     common = {"org_id": claims["org"], "credential": "access_token", "credential_id": claims["jti"],
-              "client_id": client.client_id}
-    if client.service_account_id:
-        account = active_service_account(client.service_account_id)
-        if account is None:
-            return None
+              "client_id": client.client_id, "org": client.org}
+    account = client.account
+    if account is not None:
         return Principal(type="service_account", id=account.id, name=account.name,
                          scopes=scopes & scope_rules.expand(account.scope.split()),
-                         ip_whitelists=(tuple(account.ip_whitelist),) if account.ip_whitelist else (), **common)
+                         ip_whitelists=(account.ip_whitelist,) if account.ip_whitelist else (), **common)
     if claims["sub"] == client.client_id:
         return Principal(type="client", id=client.client_id, name=client.name, scopes=scopes, **common)
     user = db.session.get(User, claims["sub"])
@@ -161,9 +171,57 @@ def principal_for_claims(claims: dict[str, Any]) -> Principal | None:
     return Principal(type="user", id=user.id, name=user.email, scopes=scopes, role=user.role, **common)
 
 
+@dataclass(frozen=True)
+class TokenStanding:
+    """What the database says of an unexpired access token: not revoked, and who it is for."""
+
+    principal: Principal
+
+    @property
+    def org_id(self) -> str:
+        return self.principal.org_id
+
+    @property
+    def bucket(self) -> str:
+        return self.principal.bucket
+
+    @property
+    def quota(self) -> Quota | None:
+        return self.principal.org.quota if self.principal.org else None
+
+
+_STANDINGS: CredentialCache[TokenStanding] = freshness.new_cache()
+
+
+def load_standing(claims: dict[str, Any]) -> TokenStanding | None:
+    if token_service.is_access_token_revoked(claims["jti"]):
+        return None
+    principal = principal_for_claims(claims)
+    return TokenStanding(principal) if principal is not None else None
+
+
+def standing_of(claims: dict[str, Any], *, count: freshness.Counter) -> tuple[TokenStanding | None, Hit | None]:
+    """The token's standing (None: revoked, or its principal is gone), cached by ``jti`` under
+    its organization's generation as read by ``count``."""
+    return freshness.resolve(_STANDINGS, claims["jti"], load=lambda: load_standing(claims),
+                             usable=lambda _standing: True, count=count)
+
+
+def resolve_access_token(token: str, *, count: freshness.Counter) -> tuple[Principal, Hit] | None:
+    """The principal of an active access token with its request counted, or None."""
+    claims = decode_access_token(token)
+    if claims is None:
+        return None
+    standing, hit = standing_of(claims, count=count)
+    if standing is None or hit is None:
+        return None
+    return standing.principal, hit
+
+
 def principal_for_access_token(token: str) -> Principal | None:
     """The principal of an active (valid, unexpired, unrevoked) access token, or None."""
     claims = decode_access_token(token)
-    if claims is None or token_service.is_access_token_revoked(claims["jti"]):
+    if claims is None:
         return None
-    return principal_for_claims(claims)
+    standing = load_standing(claims)
+    return standing.principal if standing is not None else None

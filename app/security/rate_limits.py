@@ -1,40 +1,60 @@
-"""Rate limiting (SPEC §8) on the ``limits`` library: fixed windows per second and per day.
+"""Rate limiting (SPEC §8): fixed windows per second and per day, one round trip a request.
 
 Counters live in Redis when ``SENSEI_REDIS_URL`` is set — exact across workers and hosts —
 and in process memory otherwise (then each process counts on its own). Every credential
 has its own bucket (API key, OAuth client, service account, user; the client address for
 anonymous calls), sized by its organization's tier.
 
+In Redis one registered script counts every window of a request and, in the same round
+trip, reads the *generation* of the caller's organization: a random token replaced after
+every committed change to that organization's credentials (``app.services.freshness``).
+Per-process credential caches are trusted only while the generation they were read under
+is still current, so a deletion or revocation made on any host is seen by the next request
+on every host.
+
 When Redis is unreachable the API fails *open* (requests pass, the error is logged and
-``/healthz`` reports ``degraded``) so an outage of the cache does not take the API down;
-login throttling fails *closed* (``LimiterUnavailable``), because there the limit is the
-only thing between an attacker and password guessing.
+``/healthz`` reports ``degraded``; no generation is known, so caches are bypassed) so an
+outage of the cache does not take the API down; login throttling fails *closed*
+(``LimiterUnavailable``), because there the limit is the only thing between an attacker
+and password guessing.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import secrets
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 
+import redis
 from flask import Flask, current_app, g
-from limits import (
-    RateLimitItem,
-    RateLimitItemPerDay,
-    RateLimitItemPerMinute,
-    RateLimitItemPerSecond,
-)
-from limits.storage import Storage, storage_from_string
+
+from app.observability import count_redis
 
 log = logging.getLogger("sensei.rate_limits")
+
+SECOND, MINUTE, DAY = 1, 60, 86400
 
 
 @dataclass(frozen=True)
 class Quota:
     per_second: int
     per_day: int
+
+    def windows(self) -> list[Window]:
+        return [Window(self.per_second, SECOND), Window(self.per_day, DAY)]
+
+
+@dataclass(frozen=True)
+class Window:
+    amount: int
+    seconds: int
+
+    def key(self, bucket: str) -> str:
+        return f"{bucket}/{self.seconds}"
 
 
 TIER_QUOTAS = {
@@ -69,8 +89,152 @@ class Decision:
 UNLIMITED = Decision(allowed=True)
 
 
+@dataclass(frozen=True)
+class Hit:
+    """One request counted: the decision, and the organization's generation read with it
+    (None when unknown: no Redis, Redis down, or no organization asked for)."""
+
+    decision: Decision
+    generation: str | None = None
+    counts: tuple[tuple[int, float], ...] = ()  # (hits, seconds to reset) per window counted
+
+    def redecide(self, quota: Quota | None) -> Decision:
+        """The decision these counts give under another quota (a credential re-read fresh)."""
+        if quota is None:
+            return UNLIMITED
+        if not self.counts:
+            return self.decision
+        return decide(quota.windows(), self.counts, time.time())
+
+
+def decide(windows: Sequence[Window], counts: Sequence[tuple[int, float]], now: float) -> Decision:
+    """Refused by the first window whose count is over; else the window with least left."""
+    nearest: Decision | None = None
+    for window, (hits, ttl) in zip(windows, counts, strict=False):
+        reset = math.ceil(now + ttl)
+        if hits > window.amount:
+            return Decision(False, window.amount, 0, reset, max(1, math.ceil(ttl)))
+        remaining = window.amount - hits
+        if nearest is None or remaining < (nearest.remaining or 0):
+            nearest = Decision(True, window.amount, remaining, reset)
+    return nearest or UNLIMITED
+
+
 class LimiterUnavailable(RuntimeError):
     """The shared counters cannot be reached (Redis down)."""
+
+
+# Counts every window in order and stops at the first one over its amount (a refused
+# burst costs no daily quota). KEYS[1] is the generation key ('' for none); ARGV[1] is a
+# fresh random generation to install if the organization has none yet (after a Redis
+# restart every cache is thereby invalidated), then amount and milliseconds per window.
+_HIT_SCRIPT = """
+local out = {false}
+if KEYS[1] ~= '' then
+  local generation = redis.call('GET', KEYS[1])
+  if not generation then
+    generation = ARGV[1]
+    redis.call('SET', KEYS[1], generation)
+  end
+  out[1] = generation
+end
+for i = 2, #KEYS do
+  local amount = tonumber(ARGV[2 * i - 2])
+  local window = tonumber(ARGV[2 * i - 1])
+  local hits = redis.call('INCR', KEYS[i])
+  local ttl = redis.call('PTTL', KEYS[i])
+  if hits == 1 or ttl < 0 then
+    redis.call('PEXPIRE', KEYS[i], window)
+    ttl = window
+  end
+  out[#out + 1] = hits
+  out[#out + 1] = ttl
+  if hits > amount then break end
+end
+return out
+"""
+
+
+class RedisCounters:
+    """Counters shared by every process and host, one ``EVALSHA`` per request."""
+
+    shared = True
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.prefix = prefix
+        self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.script = self.client.register_script(_HIT_SCRIPT)
+
+    def generation_key(self, org_id: str) -> str:
+        return f"{self.prefix}:generation:{org_id}"
+
+    def hit(self, bucket: str, windows: Sequence[Window], org_id: str | None
+            ) -> tuple[str | None, list[tuple[int, float]]]:
+        keys = [self.generation_key(org_id) if org_id else ""]
+        args: list[str | int] = [secrets.token_hex(8)]
+        for window in windows:
+            keys.append(f"{self.prefix}:rl:{window.key(bucket)}")
+            args += [window.amount, window.seconds * 1000]
+        count_redis()
+        try:
+            reply = self.script(keys=keys, args=args)
+        except redis.RedisError as error:
+            log.error("rate-limit storage unavailable: %s", type(error).__name__)
+            raise LimiterUnavailable from None
+        generation = reply[0].decode() if reply[0] else None
+        counts = [(int(reply[i]), int(reply[i + 1]) / 1000) for i in range(1, len(reply), 2)]
+        return generation, counts
+
+    def bump(self, org_ids: Sequence[str]) -> None:
+        """Give each organization a new generation: every cache read under the old one is stale."""
+        count_redis()
+        pipe = self.client.pipeline(transaction=False)
+        for org_id in org_ids:
+            pipe.set(self.generation_key(org_id), secrets.token_hex(8))
+        pipe.execute()
+
+    def reachable(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False
+
+
+class MemoryCounters:
+    """Counters of this process only (no Redis): exact per process, no generations."""
+
+    shared = False
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._windows: dict[str, tuple[int, float]] = {}  # key -> (hits, expires at)
+        self._next_sweep = 0.0
+
+    def hit(self, bucket: str, windows: Sequence[Window], org_id: str | None
+            ) -> tuple[str | None, list[tuple[int, float]]]:
+        now = time.monotonic()
+        counts: list[tuple[int, float]] = []
+        with self._lock:
+            if now >= self._next_sweep:  # forget ended windows, so memory follows the active buckets
+                self._windows = {k: v for k, v in self._windows.items() if v[1] > now}
+                self._next_sweep = now + 60
+            for window in windows:
+                key = window.key(bucket)
+                hits, expires = self._windows.get(key, (0, 0.0))
+                if expires <= now:
+                    hits, expires = 0, now + window.seconds
+                hits += 1
+                self._windows[key] = (hits, expires)
+                counts.append((hits, expires - now))
+                if hits > window.amount:
+                    break
+        return None, counts
+
+    def bump(self, org_ids: Sequence[str]) -> None:
+        pass  # no shared caches without Redis
+
+    def reachable(self) -> bool:
+        return True
 
 
 class RateLimiter:
@@ -79,66 +243,45 @@ class RateLimiter:
         self.anonymous = anonymous
         # Sign-in: each attempt costs an argon2 verification (~6 a second per core), so
         # attempts are counted before the password is checked.
-        self.login_per_address = RateLimitItemPerMinute(login_per_address)
-        self.login_per_account = [RateLimitItemPerMinute(login_per_account),
-                                  RateLimitItemPerDay(LOGIN_PER_ACCOUNT_PER_DAY)]
-        self.shared = bool(redis_url)
-        self.storage: Storage
-        if redis_url:
-            self.storage = cast(Storage, storage_from_string(redis_url, key_prefix=prefix, socket_timeout=0.5,
-                                                             socket_connect_timeout=0.5))
-        else:
-            self.storage = cast(Storage, storage_from_string("memory://"))
+        self.login_per_address = [Window(login_per_address, MINUTE)]
+        self.login_per_account = [Window(login_per_account, MINUTE), Window(LOGIN_PER_ACCOUNT_PER_DAY, DAY)]
+        self.counters: RedisCounters | MemoryCounters = (
+            RedisCounters(redis_url, prefix) if redis_url else MemoryCounters()
+        )
+        self.shared = self.counters.shared
 
     def storage_reachable(self) -> bool:
-        try:
-            return bool(self.storage.check())
-        except Exception:
-            return False
+        return self.counters.reachable()
 
-    def _count(self, item: RateLimitItem, bucket: str) -> tuple[int, float]:
-        """Count one hit; return (hits in this window, window reset time)."""
-        key = item.key_for(bucket)
+    def hit(self, bucket: str, quota: Quota | None, *, org_id: str | None = None) -> Hit:
+        """API limits, counted with the organization's generation in one round trip.
+        Fails open (unlimited, generation unknown) when the storage is down."""
+        windows = quota.windows() if quota is not None else []
+        if not windows and not (org_id and self.shared):
+            return Hit(UNLIMITED)
         try:
-            hits = self.storage.incr(key, item.get_expiry())
-            reset = self.storage.get_expiry(key)
-        except Exception as error:  # any storage failure: redis errors, timeouts
-            log.error("rate-limit storage unavailable: %s", type(error).__name__)
-            raise LimiterUnavailable from None
-        return hits, reset
-
-    def _decide(self, items: list[RateLimitItem], bucket: str) -> Decision:
-        now = time.time()
-        nearest: Decision | None = None
-        for item in items:  # the per-second window first: a refused burst costs no daily quota
-            hits, reset = self._count(item, bucket)
-            remaining = max(0, item.amount - hits)
-            decision = Decision(allowed=hits <= item.amount, limit=item.amount, remaining=remaining,
-                                reset=math.ceil(reset))
-            if not decision.allowed:
-                retry = max(1, math.ceil(reset - now))
-                return Decision(False, item.amount, 0, math.ceil(reset), retry)
-            if nearest is None or remaining < (nearest.remaining or 0):
-                nearest = decision
-        assert nearest is not None
-        return nearest
-
-    def check(self, bucket: str, quota: Quota | None) -> Decision:
-        """API limits: fail open when the storage is down."""
-        if quota is None:
-            return UNLIMITED
-        try:
-            return self._decide([RateLimitItemPerSecond(quota.per_second), RateLimitItemPerDay(quota.per_day)],
-                                bucket)
+            generation, counts = self.counters.hit(bucket, windows, org_id)
         except LimiterUnavailable:
-            return UNLIMITED
+            return Hit(UNLIMITED)
+        decision = decide(windows, counts, time.time()) if windows else UNLIMITED
+        return Hit(decision, generation, tuple(counts))
+
+    def generation(self, org_id: str) -> str | None:
+        """The organization's current generation alone (no counting), or None if unknown."""
+        return self.hit("", None, org_id=org_id).generation
+
+    def bump(self, org_ids: Sequence[str]) -> None:
+        self.counters.bump(org_ids)
+
+    def _login_window(self, windows: list[Window], bucket: str) -> bool:
+        _, counts = self.counters.hit(bucket, windows, None)
+        return decide(windows, counts, time.time()).allowed
 
     def check_login(self, *, address: str | None, email: str) -> bool:
         """Sign-in attempts: fail closed (raises LimiterUnavailable) when the storage is down."""
-        by_address = self._decide([self.login_per_address], f"login-ip:{address}")
-        if not by_address.allowed:
+        if not self._login_window(self.login_per_address, f"login-ip:{address}"):
             return False
-        return self._decide(self.login_per_account, f"login-account:{email.strip().lower()[:254]}").allowed
+        return self._login_window(self.login_per_account, f"login-account:{email.strip().lower()[:254]}")
 
 
 def quota_for(tier: str, per_second: int | None, per_day: int | None) -> Quota | None:
@@ -156,14 +299,27 @@ def limiter() -> RateLimiter:
 
 def enforce_anonymous(address: str | None) -> Decision:
     """Count a call without valid credentials against its address."""
-    return enforce(f"ip:{address}", limiter().anonymous)
+    return remember(limiter().hit(f"ip:{address}", limiter().anonymous)).decision
 
 
-def enforce(bucket: str, quota: Quota | None) -> Decision:
-    """Count a request against ``bucket``; remember the decision for the response headers."""
-    decision = limiter().check(bucket, quota)
-    g.rate_limit = decision
-    return decision
+def count(bucket: str, quota: Quota | None, org_id: str) -> Hit:
+    """Count a request against ``bucket``, reading ``org_id``'s generation in the same trip
+    (the caller ``remember``s the decision it settles on)."""
+    hit = limiter().hit(bucket, quota, org_id=org_id)
+    g.generation = (org_id, hit.generation)
+    return hit
+
+
+def known_generation(org_id: str) -> str | None:
+    """The generation of ``org_id`` this request has already read, if any."""
+    known = g.get("generation")
+    return known[1] if known is not None and known[0] == org_id else None
+
+
+def remember(hit: Hit) -> Hit:
+    """Keep the request's decision for the response headers."""
+    g.rate_limit = hit.decision
+    return hit
 
 
 def register_rate_limit_headers(app: Flask) -> None:

@@ -14,7 +14,9 @@ working at once, and its record stays for the audit trail.
 from __future__ import annotations
 
 import re
+import time
 import zlib
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,15 +24,18 @@ from sqlalchemy import select, update
 
 from app.errors import ApiError
 from app.extensions import db
-from app.models import ApiKey
+from app.models import ApiKey, Organization, ServiceAccount
 from app.models.base import BASE62, affected_rows, new_id, random_base62, sane_id, utcnow
 from app.security import ip_rules
 from app.security.digests import digest
+from app.security.rate_limits import Hit, Quota
 from app.services import audit as audit_log
+from app.services import freshness
 from app.services import scopes as scope_rules
 from app.services.audit import AuditContext
+from app.services.freshness import CredentialCache
 from app.services.pagination import Page, paginate
-from app.services.principals import Principal, active_service_account
+from app.services.principals import OrgSummary, Principal, active_service_account
 from app.services.validation import check_grantable, valid_expiry, valid_name, valid_scopes
 
 RANDOM_LENGTH = 32
@@ -171,26 +176,69 @@ def delete_api_key(*, org_id: str, key_id: str, viewer: Principal | None,
 # -- authentication ------------------------------------------------------------------------
 
 
-def find_active_key(plaintext: str) -> ApiKey | None:
-    """The live record for a presented key, or None if malformed, unknown, expired or deleted."""
+@dataclass(frozen=True)
+class ActiveKey:
+    """An API key as a request needs it: the key, who it acts as, and its organization."""
+
+    id: str
+    org_id: str
+    name: str
+    scope: str
+    environment: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    principal: Principal
+
+    @property
+    def bucket(self) -> str:
+        return self.principal.bucket
+
+    @property
+    def quota(self) -> Quota | None:
+        return self.principal.org.quota if self.principal.org else None
+
+    def is_active(self, now: datetime | None = None) -> bool:
+        return self.expires_at is None or self.expires_at > (now or utcnow())
+
+
+_KEYS: CredentialCache[ActiveKey] = freshness.new_cache()
+
+
+def load_active_key(key_digest: str) -> ActiveKey | None:
+    """One query: the unrevoked key with this digest, its service account and organization."""
+    row = db.session.execute(
+        select(ApiKey, ServiceAccount, Organization)
+        .join(Organization, Organization.id == ApiKey.org_id)
+        .outerjoin(ServiceAccount, ServiceAccount.id == ApiKey.service_account_id)
+        .where(ApiKey.key_digest == key_digest, ApiKey.revoked_at.is_(None))
+    ).one_or_none()
+    if row is None:
+        return None
+    key, account, org = row
+    principal = principal_for_key(key, account, org)
+    if principal is None:
+        return None
+    return ActiveKey(id=key.id, org_id=key.org_id, name=key.name, scope=key.scope, environment=key.environment,
+                     created_at=key.created_at, expires_at=key.expires_at, last_used_at=key.last_used_at,
+                     principal=principal)
+
+
+def find_active_key(plaintext: str) -> ActiveKey | None:
+    """The live key for a presented one, or None if malformed, unknown, expired or deleted."""
     if not is_well_formed(plaintext):
         return None
-    key = db.session.scalar(select(ApiKey).where(ApiKey.key_digest == digest(plaintext)))
-    if key is None or key.revoked_at is not None:
-        return None
-    if key.expires_at is not None and key.expires_at <= utcnow():
-        return None
-    return key
+    key = load_active_key(digest(plaintext))
+    return key if key is not None and key.is_active() else None
 
 
-def principal_for_key(key: ApiKey) -> Principal | None:
+def principal_for_key(key: ApiKey, account: ServiceAccount | None, org: Organization) -> Principal | None:
     """A key of a service account acts as the account, within the account's scopes and list."""
     scopes = scope_rules.expand(key.scope.split())
     whitelists: tuple[tuple[str, ...], ...] = (tuple(key.ip_whitelist or ()),)
     kind, principal_id, name = "api_key", key.id, key.name
     if key.service_account_id:
-        account = active_service_account(key.service_account_id)
-        if account is None:
+        if account is None or account.deleted_at is not None:
             return None
         scopes &= scope_rules.expand(account.scope.split())
         whitelists += (tuple(account.ip_whitelist or ()),)
@@ -205,23 +253,47 @@ def principal_for_key(key: ApiKey) -> Principal | None:
         credential_id=key.id,
         environment=key.environment,
         ip_whitelists=tuple(w for w in whitelists if w),
+        org=OrgSummary.of(org),
     )
 
 
-def authenticate_api_key(plaintext: str) -> Principal:
-    key = find_active_key(plaintext)
-    principal = principal_for_key(key) if key is not None else None
-    if key is None or principal is None:
+def resolve_api_key(plaintext: str, *, count: freshness.Counter) -> tuple[ActiveKey, Hit]:
+    """Authenticate a presented key and count the request: the hot path of every key-bearing
+    call. 401 for a malformed, unknown, expired or deleted key (nothing counted)."""
+    if not is_well_formed(plaintext):
+        raise ApiError("unauthorized", "Invalid API key provided")
+    key_digest = digest(plaintext)
+    key, hit = freshness.resolve(_KEYS, key_digest, load=lambda: load_active_key(key_digest),
+                                 usable=ActiveKey.is_active, count=count)
+    if key is None or hit is None or not key.is_active():
         raise ApiError("unauthorized", "Invalid API key provided")
     touch_last_used(key)
-    return principal
+    return key, hit
 
 
-def touch_last_used(key: ApiKey) -> None:
+def authenticate_api_key(plaintext: str) -> Principal:
+    """The principal of a presented key (read from the database; nothing counted)."""
+    key = find_active_key(plaintext)
+    if key is None:
+        raise ApiError("unauthorized", "Invalid API key provided")
+    touch_last_used(key)
+    return key.principal
+
+
+_touched: dict[str, float] = {}  # key id -> when this process last recorded its use (monotonic)
+
+
+def touch_last_used(key: ActiveKey) -> None:
     """Record use at most once a minute per key, so the hot path rarely writes."""
-    now = utcnow()
-    if key.last_used_at is not None and now - key.last_used_at < LAST_USED_RESOLUTION:
+    now, seen = utcnow(), time.monotonic()
+    last = _touched.get(key.id)
+    if last is None and key.last_used_at is not None:
+        last = seen - (now - key.last_used_at).total_seconds()
+    if last is not None and seen - last < LAST_USED_RESOLUTION.total_seconds():
         return
+    if len(_touched) > 10_000:
+        _touched.clear()
+    _touched[key.id] = seen
     threshold = now - LAST_USED_RESOLUTION
     db.session.execute(
         update(ApiKey)

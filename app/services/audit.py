@@ -1,11 +1,13 @@
 """The audit log (SPEC §10): append-only, hash-chained per organization.
 
-Recording is one INSERT in the same transaction as the change it records, so an event is
-never lost and never recorded for a change that rolled back — and appends take no lock,
-so concurrent requests of one organization do not queue behind each other.
+An entry of a change is one INSERT in the same transaction as the change, so it is never
+lost and never recorded for a change that rolled back; such appends take no lock, so
+concurrent requests of one organization do not queue behind each other. An entry that
+stands alone (a read, a refusal, a token issued) goes to the process's ``AuditWriter``,
+which writes batches off the request path, already chained.
 
-Sealing chains the entries shortly after (a background thread in every server process
-runs ``seal_pending`` each second; ``sensei audit verify`` seals first): under the
+Sealing chains the unchained entries shortly after (a background thread in every server
+process runs ``seal_pending`` each second; ``sensei audit verify`` seals first): under the
 organization's chain-head row lock it gives each unsealed entry the next sequence number,
 ``prev_hash`` and ``hash = SHA-256(prev_hash || canonical JSON of the entry)``.
 ``verify_chain`` then finds an edited, inserted or deleted entry. No code path updates or
@@ -14,15 +16,21 @@ deletes an entry except sealing, which fills in only those three empty columns o
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
+import queue
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import select, tuple_, update
+from flask import current_app
+from sqlalchemy import func, insert, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
 
 from app.errors import ApiError
 from app.extensions import db
@@ -61,7 +69,7 @@ def _timestamp(value: datetime) -> str:
     return value.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _payload(event: AuditEvent) -> dict[str, Any]:
+def _payload(event: Any) -> dict[str, Any]:
     return {
         "id": event.id,
         "org_id": event.org_id,
@@ -76,9 +84,28 @@ def _payload(event: AuditEvent) -> dict[str, Any]:
     }
 
 
-def chain_hash(prev_hash: str, event: AuditEvent) -> str:
+def chain_hash(prev_hash: str, event: Any) -> str:
+    """SHA-256 over the previous hash and the entry (an ``AuditEvent`` or its columns)."""
     canonical = json.dumps(_payload(event), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(f"{prev_hash}:{canonical}".encode()).hexdigest()
+
+
+def _row(context: AuditContext, *, org_id: str, action: str, resource: str | None = None,
+         result: str = "success") -> dict[str, Any]:
+    """The columns of one new (unsealed) entry."""
+    return {
+        "id": new_id("log"),
+        "org_id": org_id,
+        "created_at": utcnow(),
+        "actor_type": context.actor_type,
+        "actor_id": _clip(context.actor_id, 64),
+        "actor_name": _clip(context.actor_name, 254) or "",
+        "action": action,
+        "resource": _clip(resource, 128),
+        "ip_address": _clip(context.ip_address, 45),
+        "user_agent": _clip(context.user_agent, 512),
+        "result": result,
+    }
 
 
 def record(
@@ -92,28 +119,187 @@ def record(
     """Append one entry in the caller's transaction (the caller commits)."""
     if context is None:
         return None
-    event = AuditEvent(
-        id=new_id("log"),
-        org_id=org_id,
-        created_at=utcnow(),
-        actor_type=context.actor_type,
-        actor_id=_clip(context.actor_id, 64),
-        actor_name=_clip(context.actor_name, 254) or "",
-        action=action,
-        resource=_clip(resource, 128),
-        ip_address=_clip(context.ip_address, 45),
-        user_agent=_clip(context.user_agent, 512),
-        result=result,
-    )
+    event = AuditEvent(**_row(context, org_id=org_id, action=action, resource=resource, result=result))
     db.session.add(event)
     context.recorded = True
     return event
 
 
 def record_now(context: AuditContext | None, **fields: Any) -> None:
-    """Record an event that stands alone (a read, a refusal) in its own transaction."""
-    record(context, **fields)
+    """Record an event that stands alone (a read, a refusal, a token issued): no change of
+    the request's rolls back with it. In a server process it goes to the writer thread, off
+    the request path; without one, or while the writer's queue is full (back-pressure), it is
+    written here in a transaction of its own."""
+    if context is None:
+        return
+    row = _row(context, **fields)
+    context.recorded = True
+    writer: AuditWriter | None = current_app.extensions.get("sensei.audit_writer")
+    if writer is not None and writer.submit(row):
+        return
+    db.session.execute(insert(AuditEvent), [row])
     db.session.commit()
+
+
+# -- the writer ----------------------------------------------------------------------------
+
+
+def append_sealed(by_org: dict[str, list[dict[str, Any]]]) -> None:
+    """Insert entries already chained: per organization, under its chain-head lock, the next
+    sequence numbers and hashes, one multi-row INSERT and the head moved — one transaction
+    each. An organization's entries leave ``by_org`` once committed, so a retry after a
+    failure writes only the rest."""
+    for org_id in sorted(by_org):  # one lock order for every writer
+        rows = [dict(row) for row in by_org[org_id]]
+        head = _lock_head(org_id)
+        if head is None:  # every organization has a head from its creation: this one is gone
+            db.session.rollback()
+            log.error("%d audit entries of deleted organization %s dropped", len(rows), org_id)
+            del by_org[org_id]
+            continue
+        seq, prev_hash = head
+        for row in rows:
+            seq += 1
+            row["seq"], row["prev_hash"] = seq, prev_hash
+            row["hash"] = prev_hash = chain_hash(prev_hash, SimpleNamespace(**row))
+        try:
+            db.session.execute(insert(AuditEvent), rows)
+            db.session.execute(update(AuditChainHead).where(AuditChainHead.org_id == org_id)
+                               .values(seq=seq, hash=prev_hash))
+            db.session.commit()
+        except IntegrityError:
+            # Their ids exist already (a commit whose reply was lost, then retried) or their
+            # organization is gone: either way these rows can never be written again.
+            db.session.rollback()
+            log.warning("%d audit entries of %s were already written or have no organization",
+                        len(rows), org_id)
+        del by_org[org_id]
+
+
+class AuditWriter:
+    """Writes standalone entries of one server process in batches, off the request path.
+
+    The queue is bounded (``max_pending``): when it is full ``submit`` refuses and the
+    request writes its own entry, so a slow database slows requests rather than growing
+    memory. The thread drains whatever has queued while it wrote the previous batch (one
+    entry at a time when idle, hundreds under load). A failed write is retried, never
+    dropped; ``stop`` (at process exit: a graceful reload or stop) drains the queue first.
+    A process killed outright loses at most what was queued: the last few milliseconds.
+    """
+
+    def __init__(self, app: Any, *, max_pending: int = 10_000, batch: int = 500,
+                 exit_timeout: float = 15.0) -> None:
+        self.app = app
+        self.batch = batch
+        self.exit_timeout = exit_timeout
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=max_pending)
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._stopping = False
+        self._idle = threading.Condition()
+        self._in_flight = 0
+
+    def submit(self, row: dict[str, Any]) -> bool:
+        if self._stopping:
+            return False
+        self._ensure_running()
+        with self._idle:
+            self._in_flight += 1
+        try:
+            self._queue.put_nowait(row)
+        except queue.Full:
+            self._done(1)
+            return False
+        return True
+
+    def _ensure_running(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+                self._thread.start()
+                atexit.register(self.stop)
+
+    def _done(self, count: int) -> None:
+        with self._idle:
+            self._in_flight -= count
+            if self._in_flight <= 0:
+                self._idle.notify_all()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every entry submitted so far is written; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight <= 0, timeout)
+
+    def stop(self) -> None:
+        """Write what is queued, then end the thread (bounded by ``exit_timeout``)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return
+        try:
+            self._queue.put(None, timeout=self.exit_timeout)
+        except queue.Full:
+            pass
+        thread.join(self.exit_timeout)
+        if self._in_flight > 0:
+            log.error("audit writer stopped with %d entries unwritten", self._in_flight)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            rows = [first] if first is not None else []
+            while first is not None and len(rows) < self.batch:
+                try:
+                    row = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if row is None:
+                    first = None
+                    break
+                rows.append(row)
+            if rows:
+                self._write(rows)
+            if first is None:
+                return
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        by_org: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_org.setdefault(row["org_id"], []).append(row)
+        delay, deadline = 0.05, None
+        while True:
+            with self.app.app_context():
+                try:
+                    append_sealed(by_org)
+                    self._done(len(rows))
+                    return
+                except Exception as error:  # the database is down or busy: retry, never drop
+                    db.session.rollback()
+                    log.error("audit write of %d entries failed (%s); retrying", len(rows), type(error).__name__)
+                finally:
+                    db.session.remove()
+            if self._stopping:
+                deadline = deadline or time.monotonic() + self.exit_timeout
+                if time.monotonic() > deadline:
+                    return
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def _lock_head(org_id: str) -> tuple[int, str] | None:
+    """Take an organization's chain head (a write: concurrent sealers and writers wait here,
+    and on SQLite the write lock is held before anything is read)."""
+    row = db.session.execute(
+        update(AuditChainHead)
+        .where(AuditChainHead.org_id == org_id)
+        .values(seq=AuditChainHead.seq)
+        .returning(AuditChainHead.seq, AuditChainHead.hash)
+    ).one_or_none()
+    return (row[0], row[1]) if row is not None else None
 
 
 # -- sealing -----------------------------------------------------------------------------
@@ -133,19 +319,11 @@ def seal_pending(*, batch: int = 1000) -> int:
 
 
 def _seal_org(org_id: str, batch: int) -> int:
-    # Take the chain head first (a write): concurrent sealers of this org wait here, and
-    # on SQLite the write lock is held before anything is read.
-    take = (
-        update(AuditChainHead)
-        .where(AuditChainHead.org_id == org_id)
-        .values(seq=AuditChainHead.seq)
-        .returning(AuditChainHead.seq, AuditChainHead.hash)
-    )
-    row = db.session.execute(take).one_or_none()
-    if row is None:  # every organization gets its head when created; this one is gone
+    head = _lock_head(org_id)
+    if head is None:  # every organization gets its head when created; this one is gone
         db.session.rollback()
         return 0
-    seq, prev_hash = row
+    seq, prev_hash = head
     pending = db.session.scalars(
         select(AuditEvent)
         .where(AuditEvent.org_id == org_id, AuditEvent.seq.is_(None))
@@ -245,26 +423,27 @@ def get_event(*, org_id: str, event_id: str) -> AuditEvent:
 
 
 def verify_chain(*, org_id: str | None = None, batch: int = 5000) -> dict[str, Any]:
-    """Seal what is pending, then walk every chain; report the first break of each organization."""
+    """Seal what is pending, then walk every chain; report the first break of each organization.
+
+    Entries may be appended while the walk goes on (a live server): the walk ends where the
+    chain head is when it is re-read after the last entry, following any that arrived."""
     seal_pending()
-    heads = db.session.scalars(
-        select(AuditChainHead).where(AuditChainHead.org_id == org_id) if org_id else select(AuditChainHead)
+    org_ids = db.session.scalars(
+        select(AuditChainHead.org_id).where(AuditChainHead.org_id == org_id) if org_id
+        else select(AuditChainHead.org_id)
     ).all()
     report: dict[str, Any] = {"organizations": 0, "entries": 0, "problems": []}
-    for head in heads:
+    for chain in org_ids:
         report["organizations"] += 1
         prev_hash, expected_seq, last_seq = GENESIS, 1, 0
         problem = None
-        after = 0
         while problem is None:
             rows = db.session.scalars(
                 select(AuditEvent)
-                .where(AuditEvent.org_id == head.org_id, AuditEvent.seq > after)  # sealed entries
+                .where(AuditEvent.org_id == chain, AuditEvent.seq > last_seq)  # sealed entries
                 .order_by(AuditEvent.seq)
                 .limit(batch)
             ).all()
-            if not rows:
-                break
             for event in rows:
                 report["entries"] += 1
                 if event.seq != expected_seq:
@@ -277,10 +456,20 @@ def verify_chain(*, org_id: str | None = None, batch: int = 5000) -> dict[str, A
                     break
                 assert event.seq is not None and event.hash is not None  # only sealed entries are read
                 prev_hash, expected_seq, last_seq = event.hash, event.seq + 1, event.seq
-            after = rows[-1].seq or after
             db.session.expunge_all()
-        if problem is None and (head.seq != last_seq or head.hash != prev_hash):
-            problem = f"entries after {last_seq} are missing (the chain head is at {head.seq})"
+            if rows or problem:
+                continue
+            head = db.session.execute(
+                select(AuditChainHead.seq, AuditChainHead.hash).where(AuditChainHead.org_id == chain)
+            ).one()
+            if head.seq > last_seq and db.session.scalar(
+                select(func.count()).select_from(AuditEvent).where(AuditEvent.org_id == chain,
+                                                                   AuditEvent.seq > last_seq)
+            ):
+                continue  # appended meanwhile: follow them
+            if head.seq != last_seq or head.hash != prev_hash:
+                problem = f"entries after {last_seq} are missing (the chain head is at {head.seq})"
+            break
         if problem:
-            report["problems"].append({"org_id": head.org_id, "problem": problem})
+            report["problems"].append({"org_id": chain, "problem": problem})
     return report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -10,14 +11,16 @@ from sqlalchemy import select
 
 from app.errors import ApiError
 from app.extensions import db
-from app.models import OAuthClient
+from app.models import OAuthClient, Organization, ServiceAccount
 from app.models.base import random_base62, sane_id, utcnow
 from app.security.digests import digest, matches
+from app.security.rate_limits import Quota
 from app.services import audit as audit_log
 from app.services import scopes as scope_rules
 from app.services import tokens as token_service
 from app.services.audit import AuditContext
 from app.services.orgs import get_org
+from app.services.principals import OrgSummary
 
 MAX_REDIRECT_URIS = 20
 MAX_REDIRECT_URI_LENGTH = 2000
@@ -125,7 +128,69 @@ def get_active_client(client_id: str | None) -> OAuthClient | None:
     return client
 
 
-def check_client_secret(client: OAuthClient, secret: str) -> bool:
+@dataclass(frozen=True)
+class AccountSummary:
+    """The service account a client acts as: its name, scope bound and allow-list."""
+
+    id: str
+    name: str
+    scope: str
+    ip_whitelist: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ClientRecord:
+    """An active client as the OAuth endpoints need it, with its service account and org."""
+
+    client_id: str
+    org_id: str
+    name: str
+    secret_digest: str | None
+    is_public: bool
+    redirect_uris: tuple[str, ...]
+    grant_types: str
+    scope: str
+    service_account_id: str | None
+    account: AccountSummary | None  # None for a plain client
+    org: OrgSummary
+
+    @property
+    def bucket(self) -> str:
+        return (f"service_account:{self.service_account_id}" if self.service_account_id
+                else f"client:{self.client_id}")
+
+    @property
+    def quota(self) -> Quota | None:
+        return self.org.quota
+
+
+def load_client_record(client_id: str | None) -> ClientRecord | None:
+    """One query: the active client, its (active) service account and its organization."""
+    if not client_id or not sane_id(client_id):
+        return None
+    row = db.session.execute(
+        select(OAuthClient, ServiceAccount, Organization)
+        .join(Organization, Organization.id == OAuthClient.org_id)
+        .outerjoin(ServiceAccount, ServiceAccount.id == OAuthClient.service_account_id)
+        .where(OAuthClient.client_id == client_id, OAuthClient.deleted_at.is_(None))
+    ).one_or_none()
+    if row is None:
+        return None
+    client, account, org = row
+    summary = None
+    if client.service_account_id:
+        if account is None or account.deleted_at is not None:
+            return None  # a client of a deleted service account is gone with it
+        summary = AccountSummary(account.id, account.name, account.scope, tuple(account.ip_whitelist or ()))
+    return ClientRecord(
+        client_id=client.client_id, org_id=client.org_id, name=client.name, secret_digest=client.secret_digest,
+        is_public=client.is_public, redirect_uris=tuple(client.redirect_uris or ()), grant_types=client.grant_types,
+        scope=client.scope, service_account_id=client.service_account_id, account=summary,
+        org=OrgSummary.of(org),
+    )
+
+
+def check_client_secret(client: OAuthClient | ClientRecord, secret: str) -> bool:
     return not client.is_public and matches(secret, client.secret_digest)
 
 

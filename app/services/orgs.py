@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import time
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
@@ -16,7 +15,7 @@ from app.models.audit import GENESIS_HASH
 from app.models.base import affected_rows, new_id, sane_id, utcnow
 from app.security.digests import digest
 from app.security.passwords import hash_password, password_problem, verify_password
-from app.security.rate_limits import TIER_QUOTAS, Quota, quota_for
+from app.security.rate_limits import Quota, quota_for
 from app.services import audit as audit_log
 from app.services.audit import AuditContext
 
@@ -44,20 +43,10 @@ def get_org(org_id: str) -> Organization:
     return org
 
 
-_QUOTA_CACHE: dict[str, tuple[float, Quota | None]] = {}
-QUOTA_CACHE_SECONDS = 30
-
-
 def quota_of_org(org_id: str) -> Quota | None:
-    """The org's rate-limit quota, cached per process for 30 s (a tier change shows within that)."""
-    now = time.monotonic()
-    cached = _QUOTA_CACHE.get(org_id)
-    if cached is not None and now - cached[0] < QUOTA_CACHE_SECONDS:
-        return cached[1]
-    org = db.session.get(Organization, org_id)
-    quota = quota_for(org.tier, org.rate_limit_per_second, org.rate_limit_per_day) if org else TIER_QUOTAS["free"]
-    _QUOTA_CACHE[org_id] = (now, quota)
-    return quota
+    """The organization's rate-limit quota (its tier's, or its own on Enterprise)."""
+    org = get_org(org_id)
+    return quota_for(org.tier, org.rate_limit_per_second, org.rate_limit_per_day)
 
 
 def set_limits(*, org_id: str, per_second: int, per_day: int) -> Organization:
@@ -69,7 +58,6 @@ def set_limits(*, org_id: str, per_second: int, per_day: int) -> Organization:
         raise ApiError("invalid_request", "Limits must be positive (per second up to 1,000,000)", param="limits")
     org.rate_limit_per_second, org.rate_limit_per_day = per_second, per_day
     db.session.commit()
-    _QUOTA_CACHE.pop(org_id, None)
     return org
 
 

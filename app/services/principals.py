@@ -8,8 +8,23 @@ from app.errors import ApiError
 from app.extensions import db
 from app.models import OAuthClient, Organization, ServiceAccount, User
 from app.security import ip_rules
+from app.security.rate_limits import Quota, quota_for
 from app.services.orgs import get_org
 from app.services.scopes import for_role
+
+
+@dataclass(frozen=True)
+class OrgSummary:
+    """What a request needs of its organization: shown by /v1/me, sized by the tier."""
+
+    id: str
+    name: str
+    tier: str
+    quota: Quota | None
+
+    @classmethod
+    def of(cls, org: Organization) -> OrgSummary:
+        return cls(org.id, org.name, org.tier, quota_for(org.tier, org.rate_limit_per_second, org.rate_limit_per_day))
 
 
 @dataclass(frozen=True)
@@ -25,6 +40,12 @@ class Principal:
     client_id: str | None = None
     role: str | None = None  # for users: bounds what they may grant
     ip_whitelists: tuple[tuple[str, ...], ...] = ()  # each one must allow the caller
+    org: OrgSummary | None = None  # loaded with the credential where that is free
+
+    @property
+    def bucket(self) -> str:
+        """Whose rate limit a request of this principal counts against."""
+        return f"{self.type}:{self.id}"
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
@@ -45,8 +66,8 @@ def require_scope(principal: Principal, scope: str) -> None:
         raise ApiError("forbidden", f"This credential lacks the required scope: {scope}")
 
 
-def organization_of(principal: Principal) -> Organization:
-    return get_org(principal.org_id)
+def organization_of(principal: Principal) -> OrgSummary:
+    return principal.org or OrgSummary.of(get_org(principal.org_id))
 
 
 def active_service_account(sa_id: str | None) -> ServiceAccount | None:

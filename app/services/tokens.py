@@ -20,6 +20,7 @@ from app.models import AuthorizationCode, RefreshToken, RevokedAccessToken
 from app.models.base import affected_rows, new_id, utcnow
 from app.security.digests import digest
 from app.services import audit as audit_log
+from app.services import freshness
 from app.services.audit import AuditContext
 
 MAX_TOKEN_LENGTH = 4096
@@ -251,7 +252,9 @@ def revoke_grants(*, client_id: str, user_id: str | None = None, reason: str) ->
 
 
 def revoke_access_token(*, jti: str, org_id: str, expires_at: datetime, reason: str) -> None:
-    """Record a revoked jti; revoking twice (even concurrently) is a no-op. The caller commits."""
+    """Record a revoked jti; revoking twice (even concurrently) is a no-op. The caller commits
+    (and every cache of the organization's tokens is invalidated then)."""
+    freshness.changed(db.session(), org_id)
     insert = postgresql_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
     db.session.execute(
         insert(RevokedAccessToken)
