@@ -23,9 +23,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-## make bench: token-endpoint throughput against a bare Flask endpoint (needs wrk)
+## make bench: Sensei's hot endpoints against bare Flask and node-oidc-provider (bench/README.md);
+## installs wrk (apt) and oidc-provider@9 (npm, outside the repo) if missing
 bench: $(STAMP)
-	$(BIN)/python bench/token_endpoint.py
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -71,6 +71,9 @@ def configure(app: Flask, settings: Settings) -> None:
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    from app.web.session import PageSessionInterface
+
+    app.session_interface = PageSessionInterface()
     if settings.TRUSTED_PROXIES:
         n = settings.TRUSTED_PROXIES
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0)  # type: ignore[method-assign]

@@ -45,31 +45,36 @@ import argparse
 import json
 import os
 import random
-import secrets
-import shutil
-import signal
-import socket
 import string
-import subprocess
 import sys
-import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from statistics import median
-from urllib.parse import quote
 
 import requests
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from harness import (
+    ROOT,
+    SENSEI_READY_PATH,
+    BenchError,
+    Server,
+    app_context,
+    free_port,
+    guarded_main,
+    gunicorn_argv,
+    loadavg,
+    pct,
+    postgres_schema,
+    prepare_schema,
+    running_servers,
+    say,
+    sensei_settings,
+    server_env,
+    start_server,
+)
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-READY_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
 REQUEST_TIMEOUT = 120.0
 
 # -- the data -------------------------------------------------------------------------------
@@ -132,66 +137,6 @@ def make_actors(n: int = N_ACTORS) -> list[Actor]:
 def action_index_share(k: int, n: int) -> float:
     """The share of rows with index k of n under floor(n * random()^2)."""
     return ((k + 1) / n) ** 0.5 - (k / n) ** 0.5
-
-
-# -- output ---------------------------------------------------------------------------------
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "?"
-
-
-class BenchError(RuntimeError):
-    pass
-
-
-# -- PostgreSQL schema ------------------------------------------------------------------------
-
-
-def schema_url(base_url: str, schema_name: str) -> str:
-    separator = "&" if "?" in base_url else "?"
-    return f"{base_url}{separator}options={quote(f'-csearch_path={schema_name}', safe='')}"
-
-
-@contextmanager
-def fresh_schema(base_url: str, keep: bool):
-    """CREATE SCHEMA with a plain connection; DROP SCHEMA ... CASCADE afterwards (unless kept)."""
-    from sqlalchemy import create_engine, text
-
-    name = f"sensei_bench_audit_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = create_engine(base_url, pool_pre_ping=True)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{name}"'))
-    say(f"created schema {name}")
-    try:
-        yield name
-    finally:
-        if keep:
-            say(f"kept schema {name} (drop it with: DROP SCHEMA \"{name}\" CASCADE)")
-        else:
-            drop_schema(admin, name)
-        admin.dispose()
-
-
-def drop_schema(admin, name: str) -> None:
-    from sqlalchemy import text
-
-    started = time.monotonic()
-    try:
-        with admin.begin() as conn:
-            conn.execute(text("SET LOCAL lock_timeout = '120s'"))
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        say(f"dropped schema {name} ({time.monotonic() - started:.1f}s)")
-    except Exception as error:  # report, do not hide the original error
-        print(f"warning: could not drop schema {name}: {type(error).__name__}: {error}\n"
-              f"         drop it by hand: DROP SCHEMA \"{name}\" CASCADE", file=sys.stderr)
 
 
 # -- seeding ----------------------------------------------------------------------------------
@@ -345,15 +290,12 @@ def seed(engine, data: Dataset, batch: int) -> None:
 
 
 def set_up(settings: dict, rows: int, batch: int, now: datetime) -> tuple[Dataset, str]:
-    from app import create_app
     from app.extensions import db
-    from app.services import api_keys, orgs, schema, signing_keys
+    from app.services import api_keys, orgs
 
-    application = create_app(settings)
-    with application.app_context():
+    with app_context(settings):
         t = time.monotonic()
-        schema.upgrade_schema()
-        signing_keys.ensure_signing_key(keys_dir=settings["KEYS_DIR"])
+        prepare_schema(settings)
         say(f"migrations applied in {time.monotonic() - t:.1f}s")
         main_id = orgs.create_org(name="Bench audit org", tier="enterprise").id
         others = {}
@@ -369,54 +311,18 @@ def set_up(settings: dict, rows: int, batch: int, now: datetime) -> tuple[Datase
         seed(db.engine, data, batch)
         say(f"seeding done in {time.monotonic() - t:.1f}s")
         _key, plaintext = api_keys.create_api_key(org_id=main_id, name="Bench audit reader", scopes=["*"])
-        db.session.remove()
-        db.engine.dispose()
     return data, plaintext
 
 
 # -- the server ----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(settings: dict, port: int, log_path: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENSEI_")}
-    env.update({f"SENSEI_{k}": str(v) for k, v in settings.items()})
-    argv = [sys.executable, "-m", "gunicorn", "--chdir", str(ROOT), "--bind", f"127.0.0.1:{port}",
-            "--workers", "2", "--worker-class", "gthread", "--threads", "4", "--timeout", "120",
-            "--forwarded-allow-ips=", "--no-control-socket", "wsgi:app"]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
-    say(f"started gunicorn (master PID {process.pid}) on 127.0.0.1:{port}")
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"gunicorn exited with {process.returncode}:\n{log_path.read_text(errors='replace')}")
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/.well-known/oauth-authorization-server", timeout=5).ok:
-                return process
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    stop_server(process)
-    raise BenchError(f"gunicorn did not answer within {READY_TIMEOUT:.0f}s:\n{log_path.read_text(errors='replace')}")
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()  # SIGTERM to the master we started; it stops its own workers
-    try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # its own session: only that master and its workers
-        process.wait(timeout=STOP_TIMEOUT)
-    say(f"stopped gunicorn (PID {process.pid})")
+def start_sensei(settings: dict, port: int, log_path: Path, started: list[Server]) -> Server:
+    """gunicorn with the settings of `sensei serve` (2 workers, gthread, 4 threads)."""
+    argv = gunicorn_argv("wsgi:app", chdir=ROOT, port=port, workers=2, worker_class="gthread", threads=4,
+                         timeout=120)
+    return start_server("gunicorn", argv, port=port, env=server_env(settings), ready_path=SENSEI_READY_PATH,
+                        log_path=log_path, started=started)
 
 
 # -- the cases -----------------------------------------------------------------------------------
@@ -494,7 +400,7 @@ def measure(session: requests.Session, base: str, case: Case, n: int, warmup: in
         if time.monotonic() - started > budget and len(timings) >= 5:
             break
     timings.sort()
-    p95 = timings[min(len(timings) - 1, int(round(0.95 * (len(timings) - 1))))]
+    p95 = pct(timings, 0.95)
     items = len(body.get("data", [])) if case.name != "me" else None
     return {"name": case.name, "label": case.label, "n": len(timings), "median_ms": median(timings),
             "p95_ms": p95, "min_ms": timings[0], "max_ms": timings[-1], "first_ms": first,
@@ -698,40 +604,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-
-    def _terminate(signum, _frame):  # SIGTERM/SIGHUP unwind through the finally blocks
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
-
     say(f"audit_pages: --rows {args.rows:,} on {args.postgres}; {os.cpu_count()} CPUs, load {loadavg()}")
-    tmp = Path(tempfile.mkdtemp(prefix="sensei-bench-audit-"))
-    process = None
-    try:
-        with fresh_schema(args.postgres, args.keep_schema) as schema_name:
-            try:
+
+    def body(tmp: Path) -> int:
+        with postgres_schema(args.postgres, label="bench_audit", keep=args.keep_schema,
+                             lock_timeout="120s") as database_url:
+            with running_servers() as started:  # stopped before the schema goes away
                 port = free_port()
-                settings = {
-                    "DATABASE_URL": schema_url(args.postgres, schema_name),
-                    "KEYS_DIR": str(tmp / "keys"),
-                    "ISSUER": f"http://127.0.0.1:{port}",
-                    "SECRET_KEY": secrets.token_urlsafe(32),
-                }
+                settings = sensei_settings(database_url, tmp / "keys", f"http://127.0.0.1:{port}")
                 data, api_key = set_up(settings, args.rows, args.batch, datetime.now(UTC))
-                process = start_server(settings, port, tmp / "gunicorn.log")
-                return run(args, settings, data, api_key, f"http://127.0.0.1:{port}")
-            finally:  # before the schema goes away
-                if process is not None:
-                    stop_server(process)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BenchError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+                server = start_sensei(settings, port, tmp / "gunicorn.log", started)
+                return run(args, settings, data, api_key, server.url)
+
+    return guarded_main(body, prefix="sensei-bench-audit-")
 
 
 def run(args: argparse.Namespace, settings: dict, data: Dataset, api_key: str, base: str) -> int:

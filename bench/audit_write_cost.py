@@ -44,82 +44,47 @@ import argparse
 import http.client
 import json
 import os
-import re
-import secrets
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean, median
-from urllib.parse import quote
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH_DIR = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from harness import (
+    BENCH_DIR,
+    ROOT,
+    SENSEI_READY_PATH,
+    BenchError,
+    Server,
+    add_load_options,
+    app_context,
+    check_alive,
+    check_load_options,
+    free_port,
+    guarded_main,
+    gunicorn_argv,
+    http_request,
+    loadavg,
+    pct,
+    postgres_schema,
+    prepare_schema,
+    running_servers,
+    say,
+    sensei_settings,
+    server_cpu_seconds,
+    server_env,
+    write_lua,
+)
+from harness import run_wrk as harness_run_wrk
+from harness import start_server as harness_start_server
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 WRK = "/usr/bin/wrk"
-READY_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
-
-
-class BenchError(RuntimeError):
-    pass
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "?"
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 # -- databases ----------------------------------------------------------------------------------
-
-
-@contextmanager
-def postgres_schema(base_url: str):
-    """A fresh schema (created with a plain connection), dropped afterwards."""
-    from sqlalchemy import create_engine, text
-
-    name = f"sensei_bench_write_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = create_engine(base_url)
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{name}"'))
-    except Exception as error:
-        admin.dispose()
-        raise BenchError(f"cannot create a schema on {base_url}: {type(error).__name__}: {error}") from None
-    say(f"created schema {name}")
-    separator = "&" if "?" in base_url else "?"
-    try:
-        yield f"{base_url}{separator}options={quote(f'-csearch_path={name}', safe='')}"
-    finally:
-        try:
-            with admin.begin() as conn:
-                conn.execute(text("SET LOCAL lock_timeout = '60s'"))
-                conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-            say(f"dropped schema {name}")
-        except Exception as error:
-            print(f"warning: could not drop schema {name}: {error}", file=sys.stderr)
-        admin.dispose()
 
 
 @dataclass
@@ -134,52 +99,40 @@ class Backend:
 
 def set_up(backend: Backend) -> None:
     """What `sensei init` does, plus an enterprise organization and an API key with scope *."""
-    from app import create_app
-    from app.extensions import db
-    from app.services import api_keys, orgs, schema, signing_keys
+    from app.services import api_keys, orgs
 
-    application = create_app(backend.settings)
-    with application.app_context():
-        schema.upgrade_schema()
-        signing_keys.ensure_signing_key(keys_dir=backend.settings["KEYS_DIR"])
+    with app_context(backend.settings):
+        prepare_schema(backend.settings)
         org_id = orgs.create_org(name="Bench write-cost org", tier="enterprise").id
         key, plaintext = api_keys.create_api_key(org_id=org_id, name="Bench key", scopes=["*"])
         backend.org_id, backend.key_id, backend.api_key = org_id, key.id, plaintext
-        db.session.remove()
-        db.engine.dispose()
 
 
 def audit_rows(backend: Backend) -> int:
     from sqlalchemy import func, select
 
-    from app import create_app
     from app.extensions import db
     from app.models import AuditEvent
 
-    application = create_app(backend.settings)
-    with application.app_context():
+    with app_context(backend.settings):
         count = db.session.scalar(select(func.count()).select_from(AuditEvent)
                                   .where(AuditEvent.org_id == backend.org_id))
-        db.session.remove()
-        db.engine.dispose()
     return int(count or 0)
 
 
 def time_record_now(backend: Backend, calls: int) -> dict:
     """Per-call time of record_now (record + commit) in an app context, and its two parts."""
-    from app import create_app
     from app.extensions import db
     from app.services import audit
     from app.services.audit import AuditContext
 
-    application = create_app(backend.settings)
     fields = {"org_id": backend.org_id, "action": "api_keys.read", "resource": backend.key_id}
 
     def context() -> AuditContext:
         return AuditContext(actor_type="api_key", actor_id=backend.key_id, actor_name="Bench key",
                             ip_address="127.0.0.1", user_agent="wrk/4.1.0")
 
-    with application.app_context():
+    with app_context(backend.settings):
         audit.seal_pending()  # the set-up's own entries
         for _ in range(min(100, calls)):  # warm-up: connection, statement caches
             audit.record_now(context(), **fields)
@@ -210,8 +163,6 @@ def time_record_now(backend: Backend, calls: int) -> dict:
             t2 = time.perf_counter()
             build.append((t1 - t0) * 1000)
             commit.append((t2 - t1) * 1000)
-        db.session.remove()
-        db.engine.dispose()
     return {
         "calls": calls,
         "median_ms": median(whole), "mean_ms": mean(whole), "p95_ms": pct(whole, 0.95),
@@ -225,92 +176,14 @@ def time_record_now(backend: Backend, calls: int) -> dict:
 # -- servers -------------------------------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    name: str
-    url: str
-    host: str
-    port: int
-    process: subprocess.Popen
-    log_path: Path
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_server(name: str, app_spec: str, chdir: Path, env: dict, ready_path: str, log_path: Path,
                  started: list[Server], pythonpath: Path | None = None) -> Server:
+    """gunicorn with the settings of `sensei serve` (2 workers, gthread, 4 threads) on a free port."""
     port = free_port()
-    argv = [sys.executable, "-m", "gunicorn", "--chdir", str(chdir), "--bind", f"127.0.0.1:{port}",
-            "--workers", "2", "--worker-class", "gthread", "--threads", "4", "--timeout", "60",
-            "--forwarded-allow-ips=", "--no-control-socket"]
-    if pythonpath is not None:
-        argv += ["--pythonpath", str(pythonpath)]
-    argv.append(app_spec)
-    with log_path.open("wb") as log:
-        # A session of its own: stopped by us, by PID (and its group only if it hangs).
-        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
-    server = Server(name, f"http://127.0.0.1:{port}", "127.0.0.1", port, process, log_path)
-    started.append(server)
-    say(f"started {name} (gunicorn master PID {process.pid}) on 127.0.0.1:{port}")
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"{name} exited with {process.returncode}:\n{server.log_tail()}")
-        try:
-            status, _ = get(server, ready_path, {})
-            if status == 200:
-                return server
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise BenchError(f"{name} did not answer within {READY_TIMEOUT:.0f}s:\n{server.log_tail()}")
-
-
-def stop_server(server: Server) -> None:
-    process = server.process
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)  # its own session: that master and its workers
-            process.wait(timeout=STOP_TIMEOUT)
-    say(f"stopped {server.name} (PID {process.pid})")
-
-
-def server_cpu_seconds(server: Server) -> float:
-    """user + system CPU seconds of the gunicorn master and its workers so far (Linux /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        pid, ppid = int(entry), int(fields[1])
-        if pid == server.process.pid or ppid == server.process.pid:
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-    return total
-
-
-def server_env(settings: dict) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENSEI_")}
-    env.update({f"SENSEI_{k}": str(v) for k, v in settings.items()})
-    return env
+    argv = gunicorn_argv(app_spec, chdir=chdir, port=port, workers=2, worker_class="gthread", threads=4,
+                         timeout=60, pythonpath=pythonpath)
+    return harness_start_server(name, argv, port=port, env=env, ready_path=ready_path, log_path=log_path,
+                                started=started)
 
 
 # -- requests ------------------------------------------------------------------------------------
@@ -318,15 +191,8 @@ def server_env(settings: dict) -> dict:
 
 def get(server: Server, path: str, headers: dict, conn: http.client.HTTPConnection | None = None
         ) -> tuple[int, bytes]:
-    own = conn is None
-    conn = conn or http.client.HTTPConnection(server.host, server.port, timeout=30)
-    try:
-        conn.request("GET", path, headers=headers)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        if own:
-            conn.close()
+    status, _, body = http_request(server.host, server.port, "GET", path, headers, conn=conn)
+    return status, body
 
 
 @dataclass
@@ -374,39 +240,11 @@ def latency(targets: list[Target], n: int, passes: int = 5) -> dict[str, dict]:
 
 # -- load generators -----------------------------------------------------------------------------
 
-_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
-
-
-def write_lua(directory: Path, target: Target) -> Path:
-    def lua(value: str) -> str:
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    lines = ['wrk.method = "GET"'] + [f"wrk.headers[{lua(k)}] = {lua(v)}" for k, v in target.headers.items()]
-    path = directory / f"{target.name}.lua"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def run_wrk(target: Target, script: Path, seconds: float, threads: int, connections: int) -> dict:
-    argv = [WRK, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
-            "-s", str(script), target.server.url + target.path]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"wrk did not finish: {' '.join(argv)}") from None
-    if done.returncode != 0:
-        raise BenchError(f"wrk exited with {done.returncode}: {done.stderr.strip() or done.stdout}")
-    out = done.stdout
-    rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
-    if not rps:
-        raise BenchError(f"no Requests/sec in wrk's output:\n{out}")
-    total = re.search(r"^\s*(\d+) requests in", out, re.M)
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    lat = re.search(r"^\s*Latency\s+([\d.]+)(us|ms|s|m|h)", out, re.M)
-    return {"rps": float(rps.group(1)), "requests": int(total.group(1)) if total else 0,
-            "errors": (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, errors.groups())) if errors else 0),
-            "latency_avg_ms": float(lat.group(1)) * _UNITS_MS[lat.group(2)] if lat else None}
+    result = harness_run_wrk(target.server.url + target.path, script, seconds, threads=threads,
+                             connections=connections, wrk=WRK)
+    result["errors"] = result["non_2xx_3xx"] + result["socket_errors"]
+    return result
 
 
 def run_python_load(target: Target, seconds: float, connections: int) -> dict:
@@ -454,11 +292,7 @@ def run_python_load(target: Target, seconds: float, connections: int) -> dict:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per target (default 10)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load first (default 2)")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
-    parser.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat the throughput runs; medians (default 1)")
+    add_load_options(parser, duration=10.0, rounds=1, threads=2)
     parser.add_argument("--calls", type=int, default=2000, help="in-process record_now calls per backend (2000)")
     parser.add_argument("--latency-requests", type=int, default=500,
                         help="sequential requests per target for latency, in 5 interleaved passes (default 500)")
@@ -467,10 +301,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-wrk", action="store_true", help="use the Python load generator even if wrk exists")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     args = parser.parse_args(argv)
-    if not (1 <= args.duration <= 600 and 0 <= args.warmup <= 60 and 1 <= args.rounds <= 10):
-        parser.error("--duration 1-600, --warmup 0-60, --rounds 1-10")
-    if not (1 <= args.threads <= args.connections <= 1000):
-        parser.error("need 1 <= --threads <= --connections <= 1000")
+    check_load_options(parser, args, max_connections=1000)
     if not (10 <= args.calls <= 100_000 and 10 <= args.latency_requests <= 100_000):
         parser.error("--calls and --latency-requests must be 10-100000")
     return args
@@ -478,42 +309,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-
-    def _terminate(signum, _frame):  # SIGTERM/SIGHUP unwind through the finally blocks
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
     use_wrk = not args.no_wrk and os.access(WRK, os.X_OK)
     say(f"audit_write_cost: {os.cpu_count()} CPUs, load {loadavg()}, load generator "
         + ("wrk" if use_wrk else "Python threads (no /usr/bin/wrk)" if not args.no_wrk else "Python threads"))
-    tmp = Path(tempfile.mkdtemp(prefix="sensei-bench-write-"))
-    started: list[Server] = []
-    try:
+
+    def body(tmp: Path) -> int:
         with ExitStack() as stack:
             urls = {"sqlite": f"sqlite:///{tmp / 'sensei.db'}"}
             if not args.no_postgres:
-                urls["postgresql"] = stack.enter_context(postgres_schema(args.postgres))
-            try:
+                urls["postgresql"] = stack.enter_context(postgres_schema(args.postgres, label="bench_write"))
+            with running_servers() as started:  # stopped before the schema goes away
                 return run(args, tmp, urls, started, use_wrk)
-            finally:  # before the schema goes away
-                for server in reversed(started):
-                    stop_server(server)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BenchError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    return guarded_main(body, prefix="sensei-bench-write-")
 
 
 def run(args: argparse.Namespace, tmp: Path, urls: dict, started: list[Server], use_wrk: bool) -> int:
     backends = []
     for name, url in urls.items():
-        backend = Backend(name, {"DATABASE_URL": url, "KEYS_DIR": str(tmp / f"keys-{name}"),
-                                 "ISSUER": "http://127.0.0.1", "SECRET_KEY": secrets.token_urlsafe(32)})
+        backend = Backend(name, sensei_settings(url, tmp / f"keys-{name}", "http://127.0.0.1"))
         set_up(backend)
         say(f"{name}: org {backend.org_id}, key {backend.key_id}; timing {args.calls} record_now calls "
             f"(load {loadavg()}) ...")
@@ -529,9 +343,9 @@ def run(args: argparse.Namespace, tmp: Path, urls: dict, started: list[Server], 
     for backend in backends:
         env = server_env(backend.settings)
         real = start_server(f"sensei-{backend.name}", "wsgi:app", ROOT, env,
-                            "/.well-known/oauth-authorization-server", tmp / f"{backend.name}.log", started)
+                            SENSEI_READY_PATH, tmp / f"{backend.name}.log", started)
         plain = start_server(f"sensei-{backend.name}-no-audit", "wsgi_no_audit:app", ROOT, env,
-                             "/.well-known/oauth-authorization-server", tmp / f"{backend.name}-no-audit.log",
+                             SENSEI_READY_PATH, tmp / f"{backend.name}-no-audit.log",
                              started, pythonpath=BENCH_DIR)
         auth = {"Authorization": f"Bearer {backend.api_key}", "User-Agent": "wrk/4.1.0"}
         # Each endpoint audited, then not audited: the two of a pair are measured back to back.
@@ -556,7 +370,8 @@ def run(args: argparse.Namespace, tmp: Path, urls: dict, started: list[Server], 
     # b. throughput
     rows_before = {b.name: audit_rows(b) for b in backends}
     audited_requests = {b.name: 0 for b in backends}
-    scripts = {t.name: write_lua(tmp, t) for t in [bare_target, *targets]} if use_wrk else {}
+    scripts = ({t.name: write_lua(tmp / f"{t.name}.lua", "GET", t.headers) for t in [bare_target, *targets]}
+               if use_wrk else {})
 
     def load(target: Target, seconds: float) -> dict:
         if use_wrk:
@@ -587,9 +402,7 @@ def run(args: argparse.Namespace, tmp: Path, urls: dict, started: list[Server], 
             say(f"  [{round_number}] {target.label:<48} {result['rps']:8.1f} req/s  avg lat "
                 f"{result['latency_avg_ms'] or 0:6.2f} ms  server CPU {result['server_cpu_ms_per_request'] or 0:.3f} "
                 f"ms/req  errors {result['errors']}  (load {loadavg()})")
-            for server in started:
-                if server.process.poll() is not None:
-                    raise BenchError(f"{server.name} died during the run:\n{server.log_tail()}")
+            check_alive(started)
         bare_rps = (measured["bare"]["rps"] + measured["bare_after"]["rps"]) / 2
         runs["bare"] += [measured["bare"], measured["bare_after"]]
         for target in targets:

@@ -1,10 +1,12 @@
-"""The baseline for bench/token_endpoint.py: the smallest Flask app that answers JSON.
+"""The baseline of bench/run.py: the smallest Flask app that answers JSON.
 
-Served by the same gunicorn settings as Sensei Auth (``gunicorn --chdir bench bare_app:app``),
-so the ratio token/bare measures what our request path costs beyond Flask and gunicorn.
+Served with the same gunicorn settings as Sensei Auth (``gunicorn --chdir bench bare_app:app``),
+so a ratio Sensei/bare measures what Sensei's request path costs beyond Flask and gunicorn:
+``GET /`` for the GET endpoints, ``POST /`` (reads a form body, as the token and introspection
+endpoints do) for the POST ones.
 """
 
-from flask import Flask
+from flask import Flask, request
 
 app = Flask(__name__)
 
@@ -12,3 +14,8 @@ app = Flask(__name__)
 @app.get("/")
 def hello():
     return {"hello": "world"}
+
+
+@app.post("/")
+def hello_form():
+    return {"hello": "world", "fields": len(request.form)}

@@ -70,6 +70,7 @@ def test_refusals_are_recorded_as_failures(live):
     fenced_row.ip_whitelist = ["203.0.113.0/24"]
     db.session.commit()
     requests.get(f"{live.url}/v1/me", headers=bearer(fenced))
+    audit_written(org.id, 2, result="failure")
     failures = entries(live, admin, result="failure")
     assert {(e["action"], e["actor"]["id"]) for e in failures} >= {("api_keys.create", reader_row.id),
                                                                    ("me.read", fenced_row.id)}

@@ -16,7 +16,7 @@ import requests
 
 from app.services import orgs as org_service
 from tests.conftest import REDIS_URL, free_port, start_server, stop_server
-from tests.factories import bearer, make_api_key, make_client, make_org, make_user
+from tests.factories import audit_written, bearer, make_api_key, make_client, make_org, make_user
 from tests.test_api_keys import envelope
 
 needs_redis = pytest.mark.skipif(not REDIS_URL, reason="needs Redis: set SENSEI_TEST_REDIS_URL")
@@ -96,6 +96,7 @@ def test_the_eleventh_request_in_a_second_on_free_is_429(redis_server, ctx):
     assert int(refused.headers["Retry-After"]) >= 1
     assert refused.headers["X-RateLimit-Remaining"] == "0" and refused.headers["X-RateLimit-Limit"] == "10"
     _, admin = make_api_key(org, scopes="admin:read")
+    audit_written(org.id, 1, actor_id=key_row.id, result="failure")
     failures = requests.get(f"{redis_server.url}/v1/audit-logs", headers=bearer(admin),
                             params={"result": "failure", "actor_id": key_row.id}).json()["data"]
     assert [e["action"] for e in failures] == ["me.read"]

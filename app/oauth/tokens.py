@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 import time
@@ -108,7 +109,45 @@ def decode_access_token(token: str, *, check_expiry: bool = True) -> dict[str, A
     """
     if not token or len(token) > token_service.MAX_TOKEN_LENGTH or token.count(".") != 2:
         return None
+    claims = _verified_claims(token)
+    if claims is None:
+        return None
+    settings = current_app.config["SETTINGS"]
+    essential: ClaimsOption = {"essential": True}
+    options: dict[str, ClaimsOption] = {
+        "iss": {"essential": True, "value": settings.ISSUER},
+        "aud": {"essential": True, "value": settings.AUDIENCE},
+        "jti": essential, "sub": essential, "client_id": essential, "org": essential,
+    }
+    if check_expiry:
+        options["exp"] = essential
+    registry = JWTClaimsRegistry(int(clock()), 0, **options)
+    exp = claims.get("exp")
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        return None
+    try:
+        registry.validate(claims if check_expiry else {k: v for k, v in claims.items() if k != "exp"})
+    except JoseError:
+        return None
+    if not isinstance(claims.get("scope", ""), str):
+        return None
+    return claims
+
+
+# A token's signature and header never change: each process verifies a token once and
+# keeps its claims (by digest) while its key is published; every claim is still judged
+# at every use.
+_SIGNED: CredentialCache[tuple[str, dict[str, Any]]] = CredentialCache()
+
+
+def _verified_claims(token: str) -> dict[str, Any] | None:
+    """The claims of a token whose RS256 signature verifies against our keys and whose
+    ``typ`` is ``at+jwt``, or None."""
+    token_digest = hashlib.sha256(token.encode()).hexdigest()
+    entry = _SIGNED.get(token_digest)
     ring = keyring()
+    if entry is not None and ring.knows(entry.value[0]):  # its key is still published
+        return dict(entry.value[1])
     try:
         decoded = jwt.decode(token, ring.verify_set(), algorithms=["RS256"])
     except JoseError:
@@ -123,27 +162,8 @@ def decode_access_token(token: str, *, check_expiry: bool = True) -> dict[str, A
         return None
     if decoded.header.get("typ") != ACCESS_TOKEN_TYPE:
         return None
-    settings = current_app.config["SETTINGS"]
-    essential: ClaimsOption = {"essential": True}
-    options: dict[str, ClaimsOption] = {
-        "iss": {"essential": True, "value": settings.ISSUER},
-        "aud": {"essential": True, "value": settings.AUDIENCE},
-        "jti": essential, "sub": essential, "client_id": essential, "org": essential,
-    }
-    if check_expiry:
-        options["exp"] = essential
-    registry = JWTClaimsRegistry(int(clock()), 0, **options)
-    claims = decoded.claims
-    exp = claims.get("exp")
-    if not isinstance(exp, int | float) or isinstance(exp, bool):
-        return None
-    try:
-        registry.validate(claims if check_expiry else {k: v for k, v in claims.items() if k != "exp"})
-    except JoseError:
-        return None
-    if not isinstance(claims.get("scope", ""), str):
-        return None
-    return claims
+    _SIGNED.store(token_digest, (str(decoded.header.get("kid")), dict(decoded.claims)), None)
+    return decoded.claims
 
 
 def principal_for_claims(claims: dict[str, Any]) -> Principal | None:

@@ -12,15 +12,28 @@ PAGE_CSP = (
 # to the client's own redirect URI.
 
 
+COMMON = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"))
+PAGE = (("Content-Security-Policy", PAGE_CSP), ("Cache-Control", "no-store"))
+OTHER = (("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),)
+
+
+class SecurityHeaders:
+    """WSGI middleware adding the headers a response does not set itself (one pass over the
+    header list instead of a lookup per header, on every response)."""
+
+    def __init__(self, wsgi_app) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        def add_headers(status, headers, exc_info=None):
+            present = {name.lower(): value for name, value in headers}
+            html = present.get("content-type", "").startswith("text/html")
+            headers.extend((name, value) for name, value in COMMON + (PAGE if html else OTHER)
+                           if name.lower() not in present)
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, add_headers)
+
+
 def register_security_headers(app: Flask) -> None:
-    @app.after_request
-    def security_headers(response):
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if response.mimetype == "text/html":
-            response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
-            response.headers.setdefault("Cache-Control", "no-store")
-        else:
-            response.headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
-        return response
+    app.wsgi_app = SecurityHeaders(app.wsgi_app)  # type: ignore[method-assign]

@@ -20,11 +20,11 @@ import atexit
 import hashlib
 import json
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -40,6 +40,7 @@ from app.models.base import new_id, sane_id, utcnow
 from app.services.pagination import Page
 
 RESULTS = ("success", "failure")
+LINGER = 0.1  # seconds an audit batch gathers entries before it is written
 log = logging.getLogger("sensei.audit")
 
 
@@ -144,72 +145,92 @@ def record_now(context: AuditContext | None, **fields: Any) -> None:
 # -- the writer ----------------------------------------------------------------------------
 
 
+_COLUMNS = [column.name for column in AuditEvent.__table__.columns]
+
+
 def append_sealed(by_org: dict[str, list[dict[str, Any]]]) -> None:
     """Insert entries already chained: per organization, under its chain-head lock, the next
-    sequence numbers and hashes, one multi-row INSERT and the head moved — one transaction
-    each. An organization's entries leave ``by_org`` once committed, so a retry after a
-    failure writes only the rest."""
-    for org_id in sorted(by_org):  # one lock order for every writer
-        rows = [dict(row) for row in by_org[org_id]]
-        head = _lock_head(org_id)
-        if head is None:  # every organization has a head from its creation: this one is gone
-            db.session.rollback()
-            log.error("%d audit entries of deleted organization %s dropped", len(rows), org_id)
+    sequence numbers and hashes, the rows in one COPY (PostgreSQL) or ``executemany``
+    (SQLite) and the head moved — one transaction each. An organization's entries leave
+    ``by_org`` once committed, so a retry after a failure writes only the rest."""
+    with db.engine.connect() as conn:
+        for org_id in sorted(by_org):  # one lock order for every writer
+            rows = [dict(row) for row in by_org[org_id]]
+            try:
+                with conn.begin():
+                    head = conn.execute(_take_head(org_id)).one_or_none()
+                    if head is None:  # every organization has a head from its creation: gone
+                        log.error("%d audit entries of deleted organization %s dropped", len(rows), org_id)
+                    else:
+                        seq, prev_hash = head
+                        for row in rows:
+                            seq += 1
+                            row["seq"], row["prev_hash"] = seq, prev_hash
+                            row["hash"] = prev_hash = chain_hash(prev_hash, SimpleNamespace(**row))
+                        _insert_rows(conn, rows)
+                        conn.execute(update(AuditChainHead).where(AuditChainHead.org_id == org_id)
+                                     .values(seq=seq, hash=prev_hash))
+            except IntegrityError:
+                # Their ids exist already (a commit whose reply was lost, then retried) or
+                # their organization is gone: either way these rows can never be written.
+                log.warning("%d audit entries of %s were already written or have no organization",
+                            len(rows), org_id)
             del by_org[org_id]
-            continue
-        seq, prev_hash = head
-        for row in rows:
-            seq += 1
-            row["seq"], row["prev_hash"] = seq, prev_hash
-            row["hash"] = prev_hash = chain_hash(prev_hash, SimpleNamespace(**row))
-        try:
-            db.session.execute(insert(AuditEvent), rows)
-            db.session.execute(update(AuditChainHead).where(AuditChainHead.org_id == org_id)
-                               .values(seq=seq, hash=prev_hash))
-            db.session.commit()
-        except IntegrityError:
-            # Their ids exist already (a commit whose reply was lost, then retried) or their
-            # organization is gone: either way these rows can never be written again.
-            db.session.rollback()
-            log.warning("%d audit entries of %s were already written or have no organization",
-                        len(rows), org_id)
-        del by_org[org_id]
+
+
+def _insert_rows(conn: Any, rows: list[dict[str, Any]]) -> None:
+    """The batch through the driver itself: per row, SQLAlchemy's parameter handling would
+    cost more than the database does."""
+    driver = conn.connection.driver_connection
+    if conn.dialect.name == "postgresql":
+        with driver.cursor() as cursor, cursor.copy(f"COPY audit_events ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([row.get(name) for name in _COLUMNS])
+        return
+    placeholders = ", ".join("?" for _ in _COLUMNS)
+    stored = [[_sqlite_value(row.get(name)) for name in _COLUMNS] for row in rows]
+    driver.cursor().executemany(f"INSERT INTO audit_events ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
+                                stored)
+
+
+def _sqlite_value(value: Any) -> Any:
+    """What UTCDateTime stores on SQLite: naive UTC in SQLAlchemy's DATETIME format."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
 
 
 class AuditWriter:
     """Writes standalone entries of one server process in batches, off the request path.
 
-    The queue is bounded (``max_pending``): when it is full ``submit`` refuses and the
-    request writes its own entry, so a slow database slows requests rather than growing
-    memory. The thread drains whatever has queued while it wrote the previous batch (one
-    entry at a time when idle, hundreds under load). A failed write is retried, never
-    dropped; ``stop`` (at process exit: a graceful reload or stop) drains the queue first.
-    A process killed outright loses at most what was queued: the last few milliseconds.
+    Requests append to a bounded list (``max_pending``): when it is full ``submit`` refuses
+    and the request writes its own entry, so a slow database slows requests rather than
+    growing memory. Every ``LINGER`` seconds the thread writes what has gathered as one
+    batch; it is never woken per entry, so a request's own database and Redis calls do not
+    wait for this thread to hand the GIL back. A failed write is retried, never dropped;
+    ``stop`` (at process exit: a graceful reload or stop) writes what is left first. A
+    process killed outright (SIGKILL, power loss) loses what was pending: the entries of its
+    last ``LINGER`` seconds, plus any held back by a database that was not answering.
     """
 
-    def __init__(self, app: Any, *, max_pending: int = 10_000, batch: int = 500,
+    def __init__(self, app: Any, *, max_pending: int = 10_000, batch: int = 1000, linger: float = LINGER,
                  exit_timeout: float = 15.0) -> None:
         self.app = app
+        self.max_pending = max_pending
         self.batch = batch
+        self.linger = linger
         self.exit_timeout = exit_timeout
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=max_pending)
+        self._pending: deque[dict[str, Any]] = deque()
+        self._writing = 0  # entries taken from _pending and not yet committed
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self._stopping = False
-        self._idle = threading.Condition()
-        self._in_flight = 0
+        self._stop = threading.Event()
 
     def submit(self, row: dict[str, Any]) -> bool:
-        if self._stopping:
+        if self._stop.is_set() or len(self._pending) >= self.max_pending:
             return False
         self._ensure_running()
-        with self._idle:
-            self._in_flight += 1
-        try:
-            self._queue.put_nowait(row)
-        except queue.Full:
-            self._done(1)
-            return False
+        self._pending.append(row)
         return True
 
     def _ensure_running(self) -> None:
@@ -221,49 +242,42 @@ class AuditWriter:
                 self._thread.start()
                 atexit.register(self.stop)
 
-    def _done(self, count: int) -> None:
-        with self._idle:
-            self._in_flight -= count
-            if self._in_flight <= 0:
-                self._idle.notify_all()
+    @property
+    def unwritten(self) -> int:
+        return len(self._pending) + self._writing
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every entry submitted so far is written; False on timeout."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._in_flight <= 0, timeout)
+        deadline = time.monotonic() + timeout
+        while self.unwritten > 0:
+            if time.monotonic() > deadline or self._thread is None or not self._thread.is_alive():
+                return False
+            time.sleep(0.01)
+        return True
 
     def stop(self) -> None:
-        """Write what is queued, then end the thread (bounded by ``exit_timeout``)."""
-        if self._stopping:
+        """Write what is pending, then end the thread (bounded by ``exit_timeout``)."""
+        if self._stop.is_set():
             return
-        self._stopping = True
-        thread = self._thread
-        if thread is None or not thread.is_alive():
-            return
-        try:
-            self._queue.put(None, timeout=self.exit_timeout)
-        except queue.Full:
-            pass
-        thread.join(self.exit_timeout)
-        if self._in_flight > 0:
-            log.error("audit writer stopped with %d entries unwritten", self._in_flight)
+        self._stop.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(self.exit_timeout)
+        if self.unwritten > 0:
+            log.error("audit writer stopped with %d entries unwritten", self.unwritten)
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
-            rows = [first] if first is not None else []
-            while first is not None and len(rows) < self.batch:
-                try:
-                    row = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if row is None:
-                    first = None
-                    break
-                rows.append(row)
-            if rows:
+            stopping = self._stop.wait(self.linger)
+            while self._pending:
+                rows: list[dict[str, Any]] = []
+                while self._pending and len(rows) < self.batch:
+                    rows.append(self._pending.popleft())
+                self._writing = len(rows)
                 self._write(rows)
-            if first is None:
+                self._writing = 0
+                if len(rows) < self.batch and not stopping:
+                    break  # linger again: what arrived meanwhile joins the next batch
+            if stopping:
                 return
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
@@ -275,30 +289,32 @@ class AuditWriter:
             with self.app.app_context():
                 try:
                     append_sealed(by_org)
-                    self._done(len(rows))
                     return
                 except Exception as error:  # the database is down or busy: retry, never drop
-                    db.session.rollback()
                     log.error("audit write of %d entries failed (%s); retrying", len(rows), type(error).__name__)
-                finally:
-                    db.session.remove()
-            if self._stopping:
+            if self._stop.is_set():
                 deadline = deadline or time.monotonic() + self.exit_timeout
                 if time.monotonic() > deadline:
+                    log.error("audit writer exits with %d entries unwritten (the database is not answering)",
+                              sum(len(batch) for batch in by_org.values()))
                     return
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
 
-def _lock_head(org_id: str) -> tuple[int, str] | None:
+def _take_head(org_id: str):
     """Take an organization's chain head (a write: concurrent sealers and writers wait here,
     and on SQLite the write lock is held before anything is read)."""
-    row = db.session.execute(
+    return (
         update(AuditChainHead)
         .where(AuditChainHead.org_id == org_id)
         .values(seq=AuditChainHead.seq)
         .returning(AuditChainHead.seq, AuditChainHead.hash)
-    ).one_or_none()
+    )
+
+
+def _lock_head(org_id: str) -> tuple[int, str] | None:
+    row = db.session.execute(_take_head(org_id)).one_or_none()
     return (row[0], row[1]) if row is not None else None
 
 

@@ -51,7 +51,8 @@ class Countable(Protocol):
     def quota(self) -> Quota | None: ...
 
 
-T = TypeVar("T", bound=Countable)
+T = TypeVar("T")
+C = TypeVar("C", bound=Countable)
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class Entry(Generic[T]):
 
 
 class CredentialCache(Generic[T]):
-    """A bounded LRU of credential records, each labelled with its organization's generation."""
+    """A bounded LRU of records, each labelled with its organization's generation (if any)."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES, max_age: float = MAX_AGE) -> None:
         self.max_entries = max_entries
@@ -109,8 +110,8 @@ def new_cache() -> CredentialCache[Any]:
     return cache
 
 
-def resolve(cache: CredentialCache[T], key: str, *, load: Callable[[], T | None],
-            usable: Callable[[T], bool], count: Counter) -> tuple[T | None, Hit | None]:
+def resolve(cache: CredentialCache[C], key: str, *, load: Callable[[], C | None],
+            usable: Callable[[C], bool], count: Counter) -> tuple[C | None, Hit | None]:
     """The credential under ``key`` and its request counted, in one Redis round trip when cached.
 
     Returns ``(None or unusable, None)`` when the database says the credential is unknown or

@@ -5,9 +5,23 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import current_app, g, session
+from flask.sessions import SecureCookieSessionInterface
 
 from app.models import User
 from app.services import orgs as org_service
+
+# Bearer-authenticated surfaces: no browser session is read or written there.
+STATELESS_PATHS = ("/v1/", "/oauth/token", "/oauth/revoke", "/oauth/introspect", "/.well-known/", "/healthz")
+
+
+class PageSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, opened only where pages use it: an API call pays
+    nothing for a cookie it never sends, and a cookie sent to the API is not even read."""
+
+    def open_session(self, app, request):
+        if request.path.startswith(STATELESS_PATHS):
+            return None  # Flask substitutes its read-only null session
+        return super().open_session(app, request)
 
 
 def current_user() -> User | None:
