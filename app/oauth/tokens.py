@@ -7,7 +7,6 @@ import hashlib
 import json
 import secrets
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +17,7 @@ from joserfc.jwt import ClaimsOption, JWTClaimsRegistry
 
 from app.extensions import db
 from app.models import OAuthClient, User
-from app.security.rate_limits import Hit, Quota
+from app.security.rate_limits import Hit
 from app.services import clients as client_service
 from app.services import freshness
 from app.services import scopes as scope_rules
@@ -191,40 +190,22 @@ def principal_for_claims(claims: dict[str, Any]) -> Principal | None:
     return Principal(type="user", id=user.id, name=user.email, scopes=scopes, role=user.role, **common)
 
 
-@dataclass(frozen=True)
-class TokenStanding:
-    """What the database says of an unexpired access token: not revoked, and who it is for."""
-
-    principal: Principal
-
-    @property
-    def org_id(self) -> str:
-        return self.principal.org_id
-
-    @property
-    def bucket(self) -> str:
-        return self.principal.bucket
-
-    @property
-    def quota(self) -> Quota | None:
-        return self.principal.org.quota if self.principal.org else None
+# The standing of an unexpired access token — not revoked, and who it speaks for — is its
+# principal (None: revoked, or the principal is gone), cached by ``jti``.
+_STANDINGS: CredentialCache[Principal] = freshness.new_cache()
 
 
-_STANDINGS: CredentialCache[TokenStanding] = freshness.new_cache()
-
-
-def load_standing(claims: dict[str, Any]) -> TokenStanding | None:
+def load_standing(claims: dict[str, Any]) -> Principal | None:
     if token_service.is_access_token_revoked(claims["jti"]):
         return None
-    principal = principal_for_claims(claims)
-    return TokenStanding(principal) if principal is not None else None
+    return principal_for_claims(claims)
 
 
-def standing_of(claims: dict[str, Any], *, count: freshness.Counter) -> tuple[TokenStanding | None, Hit | None]:
-    """The token's standing (None: revoked, or its principal is gone), cached by ``jti`` under
-    its organization's generation as read by ``count``."""
+def standing_of(claims: dict[str, Any], *, count: freshness.Counter) -> tuple[Principal | None, Hit | None]:
+    """The token's principal, or None if revoked or gone; cached under its organization's
+    generation as read by ``count``."""
     return freshness.resolve(_STANDINGS, claims["jti"], load=lambda: load_standing(claims),
-                             usable=lambda _standing: True, count=count)
+                             usable=lambda _principal: True, count=count)
 
 
 def resolve_access_token(token: str, *, count: freshness.Counter) -> tuple[Principal, Hit] | None:
@@ -232,10 +213,10 @@ def resolve_access_token(token: str, *, count: freshness.Counter) -> tuple[Princ
     claims = decode_access_token(token)
     if claims is None:
         return None
-    standing, hit = standing_of(claims, count=count)
-    if standing is None or hit is None:
+    principal, hit = standing_of(claims, count=count)
+    if principal is None or hit is None:
         return None
-    return standing.principal, hit
+    return principal, hit
 
 
 def principal_for_access_token(token: str) -> Principal | None:
@@ -243,5 +224,4 @@ def principal_for_access_token(token: str) -> Principal | None:
     claims = decode_access_token(token)
     if claims is None:
         return None
-    standing = load_standing(claims)
-    return standing.principal if standing is not None else None
+    return load_standing(claims)

@@ -196,7 +196,7 @@ class ActiveKey:
 
     @property
     def quota(self) -> Quota | None:
-        return self.principal.org.quota if self.principal.org else None
+        return self.principal.quota
 
     def is_active(self, now: datetime | None = None) -> bool:
         return self.expires_at is None or self.expires_at > (now or utcnow())

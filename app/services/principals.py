@@ -47,6 +47,10 @@ class Principal:
         """Whose rate limit a request of this principal counts against."""
         return f"{self.type}:{self.id}"
 
+    @property
+    def quota(self) -> Quota | None:
+        return self.org.quota if self.org else None
+
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
 
