@@ -140,6 +140,11 @@ def count_redis() -> None:
         round_trips.count_redis()
 
 
+def principal_audit_context(principal):
+    """An audit context for the current request acting as ``principal``."""
+    return request_audit_context(principal.type, principal.id, principal.name)
+
+
 def request_audit_context(actor_type: str, actor_id: str | None, actor_name: str):
     """An audit context for the current request: the actor plus its address and user agent."""
     from app.services.audit import AuditContext

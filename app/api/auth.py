@@ -14,7 +14,7 @@ from flask import g, request
 from app.errors import ApiError
 from app.extensions import db
 from app.oauth.tokens import resolve_access_token
-from app.observability import request_audit_context
+from app.observability import principal_audit_context
 from app.security import rate_limits
 from app.security.rate_limits import Hit
 from app.services import api_keys as key_service
@@ -53,7 +53,7 @@ def _authenticate() -> tuple[Principal, Hit]:
 
 
 def audit_context(principal: Principal) -> AuditContext:
-    return request_audit_context(principal.type, principal.id, principal.name)
+    return principal_audit_context(principal)
 
 
 def require_principal(scope: str | None = None, *, action: str):

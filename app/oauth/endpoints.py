@@ -29,7 +29,7 @@ from app.oauth.grants import (
     RateLimitedError,
 )
 from app.oauth.tokens import decode_access_token, standing_of
-from app.observability import request_audit_context
+from app.observability import principal_audit_context
 from app.security import ip_rules, rate_limits
 from app.security.rate_limits import UNLIMITED, Hit, known_generation
 from app.services import api_keys as key_service
@@ -151,8 +151,7 @@ def find_token(token: str) -> FoundToken | None:
 def caller_context(caller) -> AuditContext:
     """Who acts at these endpoints: the API key (or its service account), or the client."""
     if isinstance(caller, ApiKeyCaller):
-        principal = caller.key.principal
-        return request_audit_context(principal.type, principal.id, principal.name)
+        return principal_audit_context(caller.key.principal)
     return client_context(caller)
 
 

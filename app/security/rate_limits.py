@@ -299,10 +299,6 @@ class RateLimiter:
         decision = decide(windows, counts, time.time()) if windows else UNLIMITED
         return Hit(decision, generation, tuple(counts))
 
-    def generation(self, org_id: str) -> str | None:
-        """The organization's current generation alone (no counting), or None if unknown."""
-        return self.hit("", None, org_id=org_id).generation
-
     def bump(self, org_ids: Sequence[str]) -> None:
         self.counters.bump(org_ids)
 
