@@ -70,6 +70,9 @@ def configure(app: Flask, settings: Settings) -> None:
         WTF_CSRF_SSL_STRICT=False,  # SameSite=Lax cookies + token; Referer is stripped by our policy
         JSON_SORT_KEYS=False,
     )
+    from app.json_provider import OrjsonProvider
+
+    app.json = OrjsonProvider(app)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     from app.web.session import PageSessionInterface
 
@@ -148,18 +151,16 @@ def register_errorhandlers(app: Flask) -> None:
 
 
 def register_request_hooks(app: Flask) -> None:
-    from app.observability import register_request_logging, register_round_trip_counting
+    from app.observability import register_request_edge, register_round_trip_counting
     from app.security.body_limit import register_body_limit
     from app.security.headers import register_security_headers
     from app.security.https import register_https_enforcement
-    from app.security.rate_limits import register_rate_limit_headers
 
-    register_request_logging(app)
-    register_round_trip_counting(app)
     register_body_limit(app)
     register_https_enforcement(app)
     register_security_headers(app)
-    register_rate_limit_headers(app)
+    register_round_trip_counting(app)
+    register_request_edge(app)  # outermost: its id and access line cover every response
 
 
 def register_cli(app: Flask) -> None:

@@ -923,6 +923,40 @@ def test_insane_incoming_request_id_is_replaced(live, request_id):
     assert len(echoed) <= 128
 
 
+def access_lines(server, request_id: str) -> list[dict]:
+    """The server's access-log lines for ``request_id`` (written as the response leaves)."""
+    deadline = time.monotonic() + 5
+    while True:  # bounded by the deadline
+        lines = [json.loads(line) for line in server.log().splitlines()
+                 if line.startswith("{") and request_id in line]
+        lines = [line for line in lines if line.get("logger") == "sensei.access"]
+        if lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
+def test_every_request_has_one_access_line_without_query_or_credentials(live):
+    _key, plaintext = make_api_key(make_org())
+    cases = [
+        ("GET", "/v1/me?state=secret-state", {"Authorization": f"Bearer {plaintext}"}, None, 200),
+        ("GET", "/v1/me", {"Authorization": "Bearer sk_live_wrong"}, None, 401),
+        ("POST", "/oauth/token", {}, {"grant_type": "client_credentials", "client_secret": "s3cret-value"}, 401),
+        ("GET", "/v1/n%C3%B6pe", {}, None, 404),
+    ]
+    logged_paths = ["/v1/me", "/v1/me", "/oauth/token", "/v1/n\u00f6pe"]
+    for (method, path, headers, data, status), logged_path in zip(cases, logged_paths, strict=True):
+        request_id = f"access-{secrets.token_hex(8)}"
+        response = requests.request(method, f"{live.url}{path}", headers={**headers, "X-Request-Id": request_id},
+                                    data=data, timeout=TIMEOUT)
+        assert response.status_code == status, response.text
+        [line] = access_lines(live, request_id)
+        assert line["method"] == method and line["status"] == status
+        assert line["path"] == logged_path
+        assert isinstance(line["duration_ms"], float | int) and line["duration_ms"] >= 0
+        text = json.dumps(line)
+        assert "secret-state" not in text and "s3cret" not in text and plaintext not in text
+
+
 # -- /login ---------------------------------------------------------------------------------
 
 

@@ -8,10 +8,12 @@ sign-in limits, since the rest of the suite fails and signs in far more than peo
 from __future__ import annotations
 
 import secrets
+import subprocess
 import threading
 import time
 
 import pytest
+import redis
 import requests
 
 from app.services import orgs as org_service
@@ -189,3 +191,67 @@ def test_redis_down_fails_open_for_the_api_and_closed_for_sign_in(settings_overr
         assert "rate-limit storage unavailable" in server.log()
     finally:
         stop_server(server)
+
+
+def start_private_redis(port: int, directory) -> subprocess.Popen:
+    """A redis-server of this test's own (never the shared one), on ``port``."""
+    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", str(directory)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+    deadline = time.monotonic() + 10
+    while True:  # bounded by the deadline
+        try:
+            if client.ping():
+                return process
+        except redis.RedisError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise
+        time.sleep(0.05)
+
+
+def stop_private_redis(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@needs_redis
+def test_limits_survive_a_script_flush_and_a_redis_restart(settings_overrides, app, tmp_path_factory, ctx,
+                                                         tmp_path):
+    port = free_port()
+    storage = start_private_redis(port, tmp_path)
+    server = limited_server(settings_overrides, tmp_path_factory, REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    try:
+        org = make_org(tier="starter")
+        key, plaintext = make_api_key(org)
+        me = f"{server.url}/v1/me"
+
+        def limits_counted(times: int = 8) -> list[bool]:
+            responses = [requests.get(me, headers=bearer(plaintext), timeout=10) for _ in range(times)]
+            assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+            return ["X-RateLimit-Limit" in r.headers for r in responses]
+
+        assert all(limits_counted())
+        redis.Redis(host="127.0.0.1", port=port).script_flush()  # as after a restart or a failover
+        assert all(limits_counted())
+
+        stop_private_redis(storage)
+        assert not any(limits_counted())  # fails open: served, nothing counted
+
+        storage = start_private_redis(port, tmp_path)
+        deadline = time.monotonic() + 10
+        while not all(limits_counted()):  # each worker reconnects on its next request
+            assert time.monotonic() < deadline
+        # A deletion is still seen at once by every worker (the new Redis's generations).
+        _, admin = make_api_key(org)
+        deleted = requests.delete(f"{server.url}/v1/api-keys/{key.id}", headers=bearer(admin), timeout=10)
+        assert deleted.status_code == 200, deleted.text
+        assert {requests.get(me, headers=bearer(plaintext), timeout=10).status_code for _ in range(8)} == {401}
+    finally:
+        stop_server(server)
+        stop_private_redis(storage)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
+from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidScopeError
 from flask import Flask, current_app
 from flask import request as flask_request
@@ -25,6 +27,20 @@ from app.security import rate_limits
 from app.services import audit as audit_log
 from app.services import scopes as scope_rules
 from app.services import tokens as token_service
+
+
+class LeanOAuth2Request(FlaskOAuth2Request):
+    """Authlib's request over Flask's, made cheaply: no full-URL reconstruction (Werkzeug's
+    IRI decoding) — Authlib reads the URL only for its transport check, which our HTTPS
+    mode replaces (see ``init_app``) — and no walk over the WSGI environ to count headers."""
+
+    def __init__(self, request) -> None:
+        environ = request.environ
+        OAuth2Request.__init__(self, method=request.method,
+                               uri=f"{environ['wsgi.url_scheme']}://{environ.get('HTTP_HOST', '')}{request.path}")
+        self.headers = request.headers  # set here: Authlib's `headers or {}` would count them all
+        self._request = request
+        self.payload = FlaskOAuth2Payload(request)
 
 
 class SenseiAuthorizationServer(AuthorizationServer):
@@ -48,6 +64,10 @@ class SenseiAuthorizationServer(AuthorizationServer):
         self.register_grant(ClientCredentialsGrant)
         self.register_endpoint(Revocation)
         self.register_endpoint(Introspection)
+
+    def create_oauth2_request(self, request) -> LeanOAuth2Request:
+        # The request itself, not Flask's proxy: Authlib reads it many times a request.
+        return LeanOAuth2Request(flask_request._get_current_object())  # type: ignore[attr-defined]
 
     def load_config(self, config) -> None:
         # Token generation is ours (JWTs); skip Authlib's bearer generator set-up.

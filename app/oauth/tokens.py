@@ -100,6 +100,9 @@ def _unverified_kid(token: str) -> object:
 clock = time.time  # the one clock of token verification (tests substitute a controlled one)
 
 
+TIME_CLAIMS = ("exp", "nbf", "iat")
+
+
 def decode_access_token(token: str, *, check_expiry: bool = True) -> dict[str, Any] | None:
     """Claims of a token we signed for our audience, or None. Revocation is not checked here.
 
@@ -108,45 +111,57 @@ def decode_access_token(token: str, *, check_expiry: bool = True) -> dict[str, A
     """
     if not token or len(token) > token_service.MAX_TOKEN_LENGTH or token.count(".") != 2:
         return None
-    claims = _verified_claims(token)
+    now = int(clock())
+    settings = current_app.config["SETTINGS"]
+    claims = _checked_claims(token, now, settings.ISSUER, settings.AUDIENCE)
     if claims is None:
         return None
-    settings = current_app.config["SETTINGS"]
-    essential: ClaimsOption = {"essential": True}
-    options: dict[str, ClaimsOption] = {
-        "iss": {"essential": True, "value": settings.ISSUER},
-        "aud": {"essential": True, "value": settings.AUDIENCE},
-        "jti": essential, "sub": essential, "client_id": essential, "org": essential,
-    }
-    if check_expiry:
-        options["exp"] = essential
-    registry = JWTClaimsRegistry(int(clock()), 0, **options)
-    exp = claims.get("exp")
-    if not isinstance(exp, int | float) or isinstance(exp, bool):
-        return None
+    registry = JWTClaimsRegistry(now, 0, **({"exp": {"essential": True}} if check_expiry else {}))
     try:
-        registry.validate(claims if check_expiry else {k: v for k, v in claims.items() if k != "exp"})
+        registry.validate({k: claims[k] for k in TIME_CLAIMS if k in claims and (check_expiry or k != "exp")})
     except JoseError:
         return None
-    if not isinstance(claims.get("scope", ""), str):
+    return dict(claims)
+
+
+# A token's signature, header and claims never change: each process verifies a token once,
+# judges every claim that does not depend on the time, and keeps the claims (by digest,
+# with the issuer and audience they were judged for) while the token's key is published.
+# The time claims are still judged at every use.
+_CHECKED: CredentialCache[tuple[str, str, str, dict[str, Any]]] = CredentialCache()
+
+
+def _checked_claims(token: str, now: int, issuer: str, audience: str) -> dict[str, Any] | None:
+    token_digest = hashlib.sha256(token.encode()).hexdigest()
+    entry = _CHECKED.get(token_digest)
+    ring = keyring()
+    if entry is not None:
+        kid, checked_issuer, checked_audience, claims = entry.value
+        if checked_issuer == issuer and checked_audience == audience and ring.knows(kid):
+            return claims
+    verified = _verified_token(token)
+    if verified is None:
         return None
+    kid, claims = verified
+    essential: ClaimsOption = {"essential": True}
+    registry = JWTClaimsRegistry(now, 0, iss={"essential": True, "value": issuer},
+                                 aud={"essential": True, "value": audience},
+                                 jti=essential, sub=essential, client_id=essential, org=essential)
+    exp = claims.get("exp")
+    if not isinstance(exp, int | float) or isinstance(exp, bool) or not isinstance(claims.get("scope", ""), str):
+        return None
+    try:
+        registry.validate({k: v for k, v in claims.items() if k not in TIME_CLAIMS})
+    except JoseError:
+        return None
+    _CHECKED.store(token_digest, (kid, issuer, audience, claims), None)
     return claims
 
 
-# A token's signature and header never change: each process verifies a token once and
-# keeps its claims (by digest) while its key is published; every claim is still judged
-# at every use.
-_SIGNED: CredentialCache[tuple[str, dict[str, Any]]] = CredentialCache()
-
-
-def _verified_claims(token: str) -> dict[str, Any] | None:
-    """The claims of a token whose RS256 signature verifies against our keys and whose
-    ``typ`` is ``at+jwt``, or None."""
-    token_digest = hashlib.sha256(token.encode()).hexdigest()
-    entry = _SIGNED.get(token_digest)
+def _verified_token(token: str) -> tuple[str, dict[str, Any]] | None:
+    """The key id and claims of a token whose RS256 signature verifies against our keys and
+    whose ``typ`` is ``at+jwt``, or None."""
     ring = keyring()
-    if entry is not None and ring.knows(entry.value[0]):  # its key is still published
-        return dict(entry.value[1])
     try:
         decoded = jwt.decode(token, ring.verify_set(), algorithms=["RS256"])
     except JoseError:
@@ -161,8 +176,7 @@ def _verified_claims(token: str) -> dict[str, Any] | None:
         return None
     if decoded.header.get("typ") != ACCESS_TOKEN_TYPE:
         return None
-    _SIGNED.store(token_digest, (str(decoded.header.get("kid")), dict(decoded.claims)), None)
-    return decoded.claims
+    return str(decoded.header.get("kid")), dict(decoded.claims)
 
 
 def principal_for_claims(claims: dict[str, Any]) -> Principal | None:

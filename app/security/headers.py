@@ -15,11 +15,13 @@ PAGE_CSP = (
 COMMON = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"))
 PAGE = (("Content-Security-Policy", PAGE_CSP), ("Cache-Control", "no-store"))
 OTHER = (("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),)
+_FOR_PAGES = tuple((name.lower(), name, value) for name, value in COMMON + PAGE)
+_FOR_OTHERS = tuple((name.lower(), name, value) for name, value in COMMON + OTHER)
 
 
 class SecurityHeaders:
     """WSGI middleware adding the headers a response does not set itself (one pass over the
-    header list instead of a lookup per header, on every response)."""
+    header list, on every response)."""
 
     def __init__(self, wsgi_app) -> None:
         self.wsgi_app = wsgi_app
@@ -28,8 +30,9 @@ class SecurityHeaders:
         def add_headers(status, headers, exc_info=None):
             present = {name.lower(): value for name, value in headers}
             html = present.get("content-type", "").startswith("text/html")
-            headers.extend((name, value) for name, value in COMMON + (PAGE if html else OTHER)
-                           if name.lower() not in present)
+            for lower, name, value in _FOR_PAGES if html else _FOR_OTHERS:
+                if lower not in present:
+                    headers.append((name, value))
             return start_response(status, headers, exc_info)
 
         return self.wsgi_app(environ, add_headers)

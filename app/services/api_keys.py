@@ -260,9 +260,11 @@ def principal_for_key(key: ApiKey, account: ServiceAccount | None, org: Organiza
 def resolve_api_key(plaintext: str, *, count: freshness.Counter) -> tuple[ActiveKey, Hit]:
     """Authenticate a presented key and count the request: the hot path of every key-bearing
     call. 401 for a malformed, unknown, expired or deleted key (nothing counted)."""
-    if not is_well_formed(plaintext):
-        raise ApiError("unauthorized", "Invalid API key provided")
     key_digest = digest(plaintext)
+    # A digest in the cache is of a key that was well formed; anything else is checked
+    # first, so a mistyped or forged key costs no database read.
+    if key_digest not in _KEYS and not is_well_formed(plaintext):
+        raise ApiError("unauthorized", "Invalid API key provided")
     key, hit = freshness.resolve(_KEYS, key_digest, load=lambda: load_active_key(key_digest),
                                  usable=ActiveKey.is_active, count=count)
     if key is None or hit is None or not key.is_active():

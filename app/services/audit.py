@@ -223,21 +223,22 @@ class AuditWriter:
         self._pending: deque[dict[str, Any]] = deque()
         self._writing = 0  # entries taken from _pending and not yet committed
         self._thread: threading.Thread | None = None
+        self._running = False  # the thread has started and not returned (a flag: cheaper than is_alive)
         self._start_lock = threading.Lock()
         self._stop = threading.Event()
 
     def submit(self, row: dict[str, Any]) -> bool:
-        if self._stop.is_set() or len(self._pending) >= self.max_pending:
+        if len(self._pending) >= self.max_pending or self._stop.is_set():
             return False
-        self._ensure_running()
+        if not self._running:
+            self._start()
         self._pending.append(row)
         return True
 
-    def _ensure_running(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
+    def _start(self) -> None:
         with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
+            if not self._running:
+                self._running = True
                 self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
                 self._thread.start()
                 atexit.register(self.stop)
@@ -266,6 +267,12 @@ class AuditWriter:
             log.error("audit writer stopped with %d entries unwritten", self.unwritten)
 
     def _run(self) -> None:
+        try:
+            self._drain()
+        finally:
+            self._running = False
+
+    def _drain(self) -> None:
         while True:
             stopping = self._stop.wait(self.linger)
             while self._pending:

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from flask import current_app, has_app_context
@@ -99,6 +99,9 @@ class CredentialCache(Generic[T]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
 
 Counter = Callable[[str, Quota | None, str], Hit]
 _CACHES: list[CredentialCache[Any]] = []
@@ -128,7 +131,7 @@ def resolve(cache: CredentialCache[C], key: str, *, load: Callable[[], C | None]
         cache.store(key, value, hit.generation)
         if value is None:
             return None, hit
-        return value, replace(hit, decision=hit.redecide(value.quota))
+        return value, hit._replace(decision=hit.redecide(value.quota))
     value = load()
     if value is None or not usable(value):
         cache.store(key, None, None)
