@@ -255,3 +255,29 @@ def test_limits_survive_a_script_flush_and_a_redis_restart(settings_overrides, a
     finally:
         stop_server(server)
         stop_private_redis(storage)
+
+
+@needs_redis
+def test_a_redis_that_stops_answering_costs_a_request_at_most_the_timeout(settings_overrides, app,
+                                                                          tmp_path_factory, ctx, tmp_path):
+    port = free_port()
+    storage = start_private_redis(port, tmp_path)
+    server = limited_server(settings_overrides, tmp_path_factory, REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    try:
+        _, plaintext = make_api_key(make_org(tier="starter"))
+        me = f"{server.url}/v1/me"
+        for _ in range(6):  # both workers connected and their credential cached
+            assert "X-RateLimit-Limit" in requests.get(me, headers=bearer(plaintext), timeout=10).headers
+        redis.Redis(host="127.0.0.1", port=port).execute_command("CLIENT", "PAUSE", 4000, "ALL")
+        for _ in range(4):
+            started = time.monotonic()
+            response = requests.get(me, headers=bearer(plaintext), timeout=10)
+            assert response.status_code == 200 and "X-RateLimit-Limit" not in response.headers  # fails open
+            assert time.monotonic() - started < 2.5  # the 0.5 s timeouts, not the 4 s pause
+        time.sleep(4)
+        deadline = time.monotonic() + 10
+        while "X-RateLimit-Limit" not in requests.get(me, headers=bearer(plaintext), timeout=10).headers:
+            assert time.monotonic() < deadline  # counted again once Redis answers
+    finally:
+        stop_server(server)
+        stop_private_redis(storage)

@@ -27,6 +27,8 @@ import logging
 import math
 import os
 import secrets
+import socket
+import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -164,6 +166,9 @@ return out
 """
 
 
+TIMEOUT = 0.5  # seconds: connecting to Redis, and each read or write of a command
+
+
 class Wire:
     """One thread's connection to Redis for the limiter's script, spoken directly.
 
@@ -174,10 +179,19 @@ class Wire:
     is a Redis error is raised as ``redis.ResponseError`` (``NoScriptError`` for NOSCRIPT).
     """
 
-    def __init__(self, connection: redis.Connection) -> None:
+    def __init__(self, connection: redis.Connection, timeout: float) -> None:
         connection.connect()
         self.connection = connection
         self.sock = connection._sock  # redis-py's socket, idle once its handshake is read
+        if type(self.sock) is socket.socket:
+            # The kernel keeps the timeout (SO_RCVTIMEO/SO_SNDTIMEO): a socket with a Python
+            # timeout polls before every send and receive, two more system calls a request.
+            # A read or write that times out raises OSError (EAGAIN), as a timeout would.
+            seconds = int(timeout)
+            timeval = struct.pack("ll", seconds, int((timeout - seconds) * 1_000_000))
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+            self.sock.settimeout(None)
         self.reader = hiredis.Reader()
         self.buffer = bytearray(4096)
         self.pid = os.getpid()
@@ -185,7 +199,7 @@ class Wire:
     def call(self, *args: str | int) -> Any:
         count_redis()
         self.sock.sendall(hiredis.pack_command(args))
-        while True:  # a reply ends in at most a few reads; recv_into times out after 0.5 s
+        while True:  # a reply ends in at most a few reads; each read times out (TIMEOUT)
             received = self.sock.recv_into(self.buffer)
             if not received:
                 raise redis.ConnectionError("Redis closed the connection")
@@ -213,7 +227,7 @@ class RedisCounters:
 
     def __init__(self, url: str, prefix: str) -> None:
         self.prefix = prefix
-        self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.client = redis.Redis.from_url(url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
         self.pool = self.client.connection_pool
         self.sha = hashlib.sha1(_HIT_SCRIPT.encode()).hexdigest()
         self._local = threading.local()
@@ -231,7 +245,7 @@ class RedisCounters:
         wire: Wire | None = getattr(self._local, "wire", None)
         try:
             if wire is None or wire.pid != os.getpid():
-                wire = self._local.wire = Wire(self.pool.make_connection())
+                wire = self._local.wire = Wire(self.pool.make_connection(), TIMEOUT)
             return wire.call(*args)
         except redis.ResponseError:
             raise

@@ -5,10 +5,12 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import current_app, g, session
-from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import NullSession, SecureCookieSessionInterface
 
 from app.models import User
 from app.services import orgs as org_service
+
+_NULL_SESSION = NullSession()
 
 # Bearer-authenticated surfaces: no browser session is read or written there.
 STATELESS_PATHS = ("/v1/", "/oauth/token", "/oauth/revoke", "/oauth/introspect", "/.well-known/", "/healthz")
@@ -22,6 +24,9 @@ class PageSessionInterface(SecureCookieSessionInterface):
         if request.path.startswith(STATELESS_PATHS):
             return None  # Flask substitutes its read-only null session
         return super().open_session(app, request)
+
+    def make_null_session(self, app):
+        return _NULL_SESSION  # read-only (every change raises), so one serves every request
 
 
 def current_user() -> User | None:
