@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import sys
 import threading
 import time
@@ -19,6 +18,7 @@ from flask import Flask, request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from app.models.base import id_entropy
 from app.services.audit import AuditContext
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
@@ -117,7 +117,7 @@ class RequestEdge:
 
     def __call__(self, environ, start_response):
         incoming = environ.get("HTTP_X_REQUEST_ID", "")
-        request_id = incoming if REQUEST_ID_RE.match(incoming) else f"req_{secrets.token_hex(12)}"
+        request_id = incoming if REQUEST_ID_RE.match(incoming) else f"req_{id_entropy.take(12).hex()}"
         environ[REQUEST_ID] = request_id
         started = time.perf_counter()
         status_line = ""
@@ -168,6 +168,12 @@ class RoundTrips:
     def __init__(self) -> None:
         self._local = threading.local()
         self.requests = self.db = self.redis = 0
+        self.pid = os.getpid()  # read once: getpid is a system call
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self.pid = os.getpid()
+        self.requests = self.db = self.redis = 0
 
     def reset(self) -> None:
         self._local.db = self._local.redis = 0
@@ -186,7 +192,7 @@ class RoundTrips:
         self._local.redis = getattr(self._local, "redis", 0) + 1
 
     def header(self) -> str:
-        return (f"db={getattr(self._local, 'db', 0)}; redis={getattr(self._local, 'redis', 0)}; pid={os.getpid()}; "
+        return (f"db={getattr(self._local, 'db', 0)}; redis={getattr(self._local, 'redis', 0)}; pid={self.pid}; "
                 f"total_requests={self.requests}; total_db={self.db}; total_redis={self.redis}")
 
 

@@ -14,8 +14,8 @@ A benchmark, not a test: pytest does not collect it and it asserts nothing about
    its services (schema, signing key, an Enterprise org with limits far above the load, a
    confidential client and an API key with scope ``*``), checks one sample response per row, and
    runs wrk (``-t1 -c16``, 2 s warm-up, 8 s) on every row in each of ``--rounds`` rounds (the order
-   rotated between rounds); each ratio is taken against the bare run of the same round, medians
-   are reported;
+   rotated between rounds); each ratio row is measured right after a run of its denominator (the
+   bare app) and its ratio taken against that run; medians are reported;
 4. reads ``X-Sensei-Round-Trips`` (the server runs with ``SENSEI_BENCH_ROUND_TRIPS=1``): database
    statements and Redis commands per request, sampled after each run and amortised over the run;
 5. prints a Markdown table and writes it to bench/results/latest.md (and latest.json).
@@ -210,7 +210,7 @@ class Row:
     headers: dict[str, str] = field(default_factory=dict)
     body: str = ""
     expect: str = ""  # a JSON field the sample response must carry, truthy
-    ratio_to: str | None = None  # the row whose req/s of the same round is the denominator
+    ratio_to: str | None = None  # the row whose run right before this one's is the denominator
     target: float | None = None
     target_label: str = ""
 
@@ -575,6 +575,7 @@ def check_redis(url: str) -> None:
 @dataclass
 class Measured:
     runs: list[dict] = field(default_factory=list)  # one per round
+    paired: list[dict] = field(default_factory=list)  # the denominator's run just before each of ``runs``
     errors: int = 0  # non-2xx + socket errors: warm-up, measured runs, samples after the runs
     rt_db: list[int] = field(default_factory=list)
     rt_redis: list[int] = field(default_factory=list)
@@ -594,7 +595,9 @@ class Runner:
         return run_wrk(self.servers[row.server].url + row.path, self.script(row), seconds, threads=1,
                        connections=self.args.connections)
 
-    def measure(self, row: Row, measured: Measured) -> dict:
+    def measure(self, row: Row, measured: Measured, *, keep: bool = True) -> dict:
+        """One warm-up and one measured run of ``row``; ``keep=False``: not one of its own
+        round's runs (a paired denominator), though its errors still count against it."""
         server = self.servers[row.server]
         if self.args.warmup:
             warm = self.wrk(row, self.args.warmup)
@@ -617,16 +620,25 @@ class Runner:
             result["round_trips_amortised"] = amortised(before, after)
             if result["round_trips_amortised"]:
                 measured.amortised.append(result["round_trips_amortised"])
-        measured.runs.append(result)
+        if keep:
+            measured.runs.append(result)
         check_alive(self.servers.values())
         return result
 
 
 def run_rounds(runner: Runner, rows: list[Row], rounds: int) -> dict[str, Measured]:
+    """Every row once a round (rotated order). A row with a ratio is measured right after a run
+    of its denominator: this machine's speed drifts within seconds (a shared VM), and a ratio
+    of two runs minutes apart would measure the drift."""
     results = {row.key: Measured() for row in rows}
+    by_key = {row.key: row for row in rows}
     for index in range(rounds):
         say(f"round {index + 1}/{rounds} (load {loadavg()})")
         for row in round_order(rows, index, rounds):
+            if row.ratio_to:
+                paired = runner.measure(by_key[row.ratio_to], results[row.ratio_to], keep=False)
+                results[row.key].paired.append(paired)
+                say(f"  {'(' + row.ratio_to + ')':<20} {paired['rps']:9.1f} req/s")
             result = runner.measure(row, results[row.key])
             rt = result.get("round_trips_per_request")
             extra = f"  db {rt['db']:g} redis {rt['redis']:g} per request" if rt else ""
@@ -773,7 +785,7 @@ def summarise(rows: list[Row], measured: dict[str, Measured], rounds: int) -> li
         ratios = []
         if row.ratio_to:
             for index in range(rounds):
-                denominator = measured[row.ratio_to].runs[index]["rps"]
+                denominator = m.paired[index]["rps"]
                 ratios.append(m.runs[index]["rps"] / denominator if denominator else 0.0)
         ratio = median(ratios) if ratios else None
         out.append({
@@ -832,7 +844,7 @@ def markdown(meta: dict, variants: list[dict]) -> str:
         "",
         f"wrk -t1 -c{meta['connections']}, {meta['duration']:g} s per row after a {meta['warmup']:g} s warm-up, "
         f"{meta['rounds']} round(s) in rotated order; req/s and ratios are medians over the rounds, each ratio "
-        "taken against the denominator's run of the same round. " + meta["oidc"],
+        "taken against a run of its denominator made just before it. " + meta["oidc"],
     ]
     busiest = max(float(load.split()[0]) for load in meta["load"] if load and load != "?") if meta["load"] else 0
     if busiest > (os.cpu_count() or 1):

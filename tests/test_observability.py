@@ -84,3 +84,23 @@ def test_no_line_when_the_access_logger_is_turned_down(captured):
     finally:
         logger.setLevel(logging.NOTSET)
     assert captured.getvalue() == ""
+
+
+def test_ids_drawn_after_a_fork_differ_from_the_parents():
+    """Workers are forked: a child must never replay the buffered randomness of its parent."""
+    import os
+
+    from app.models.base import new_id
+
+    new_id("log")  # the parent's buffer is filled
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next ids and leave at once
+        os.write(write_end, " ".join(new_id("log") for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end) as pipe:
+        child = pipe.read().split()
+    parent = [new_id("log") for _ in range(5)]
+    assert len(child) == 5 and not set(child) & set(parent)

@@ -194,7 +194,6 @@ class Wire:
             self.sock.settimeout(None)
         self.reader = hiredis.Reader()
         self.buffer = bytearray(4096)
-        self.pid = os.getpid()
 
     def call(self, *args: str | int) -> Any:
         count_redis()
@@ -233,6 +232,13 @@ class RedisCounters:
         self._local = threading.local()
         self._process_token = secrets.token_hex(8)
         self._serial = itertools.count()
+        # A forked child starts with no wire (never its parent's socket) and a token of its own.
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._local = threading.local()
+        self._process_token = secrets.token_hex(8)
+        self._serial = itertools.count()
 
     def _candidate(self) -> str:
         """A generation no one has used: this process's random prefix and a counter."""
@@ -244,7 +250,7 @@ class RedisCounters:
     def _call(self, *args: str | int) -> Any:
         wire: Wire | None = getattr(self._local, "wire", None)
         try:
-            if wire is None or wire.pid != os.getpid():
+            if wire is None:
                 wire = self._local.wire = Wire(self.pool.make_connection(), TIMEOUT)
             return wire.call(*args)
         except redis.ResponseError:

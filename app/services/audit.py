@@ -85,9 +85,14 @@ def _payload(event: Any) -> dict[str, Any]:
     }
 
 
+# The canonical form every entry is hashed in; one encoder, made once (json.dumps with
+# options would build one per entry).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def chain_hash(prev_hash: str, event: Any) -> str:
     """SHA-256 over the previous hash and the entry (an ``AuditEvent`` or its columns)."""
-    canonical = json.dumps(_payload(event), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    canonical = _CANONICAL.encode(_payload(event))
     return hashlib.sha256(f"{prev_hash}:{canonical}".encode()).hexdigest()
 
 
