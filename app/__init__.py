@@ -151,6 +151,7 @@ def register_errorhandlers(app: Flask) -> None:
 
 
 def register_request_hooks(app: Flask) -> None:
+    from app.early_count import register_early_count
     from app.observability import register_request_edge, register_round_trip_counting
     from app.security.body_limit import register_body_limit
     from app.security.headers import register_security_headers
@@ -159,6 +160,7 @@ def register_request_hooks(app: Flask) -> None:
     register_body_limit(app)
     register_https_enforcement(app)
     register_security_headers(app)
+    register_early_count(app)
     register_round_trip_counting(app)
     register_request_edge(app)  # outermost: its id and access line cover every response
 

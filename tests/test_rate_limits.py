@@ -281,3 +281,28 @@ def test_a_redis_that_stops_answering_costs_a_request_at_most_the_timeout(settin
     finally:
         stop_server(server)
         stop_private_redis(storage)
+
+
+@needs_redis
+def test_a_count_started_on_arrival_is_counted_once_whatever_the_route(redis_server, ctx):
+    """A cached key's count is sent as the request arrives and read where it authenticates;
+    a request refused before that (an unknown route) counts all the same, exactly once, and
+    the connection to Redis stays in step (each answer reads its own count)."""
+    org = make_org(tier="enterprise")
+    org_service.set_limits(org_id=org.id, per_second=10_000, per_day=1_000)  # the day is the nearest window
+    _, key = make_api_key(org)
+    me, nowhere = f"{redis_server.url}/v1/me", f"{redis_server.url}/v1/no-such-route"
+
+    def remaining() -> int:
+        response = requests.get(me, headers=bearer(key), timeout=10)
+        assert response.status_code == 200 and response.headers["X-RateLimit-Limit"] == "1000"
+        return int(response.headers["X-RateLimit-Remaining"])
+
+    for _ in range(12):  # fresh connections: both workers cache the key
+        remaining()
+    seen = [remaining()]
+    for _ in range(10):
+        assert requests.get(nowhere, headers=bearer(key), timeout=10).status_code == 404
+        seen.append(remaining())
+    assert [a - b for a, b in zip(seen, seen[1:], strict=False)] == [2] * 10, seen
+    assert seen[-1] == 1000 - 13 - 20

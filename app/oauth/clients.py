@@ -87,3 +87,12 @@ def authenticate(client_id: str, secret: str | None) -> Client | None:
     if record is None or hit is None or not usable(record):
         return None
     return Client(record, rate_limits.remember(hit))
+
+
+def cached_client(client_id: str, secret: str) -> ClientRecord | None:
+    """The confidential client presenting ``secret`` if this process has it cached; no
+    database, no Redis (its freshness is checked where the request authenticates)."""
+    entry = _CLIENTS.get(client_id)
+    if entry is None or not client_service.check_client_secret(entry.value, secret):
+        return None
+    return entry.value

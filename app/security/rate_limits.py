@@ -31,10 +31,11 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import hiredis
 import redis
@@ -169,6 +170,29 @@ return out
 TIMEOUT = 0.5  # seconds: connecting to Redis, and each read or write of a command
 
 
+class Reply:
+    """The reply of a command written to a ``Wire``, once it has been read."""
+
+    __slots__ = ("value", "done")
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self.done = False
+
+
+@dataclass(frozen=True)
+class Started:
+    """A count whose script has been sent and whose reply is read later (``finish``)."""
+
+    bucket: str
+    org_id: str | None
+    windows: tuple[Window, ...]
+    wire: Wire
+    reply: Reply
+    keys: tuple[str, ...]
+    args: tuple[str | int, ...]
+
+
 class Wire:
     """One thread's connection to Redis for the limiter's script, spoken directly.
 
@@ -194,22 +218,37 @@ class Wire:
             self.sock.settimeout(None)
         self.reader = hiredis.Reader()
         self.buffer = bytearray(4096)
+        self.outstanding: deque[Reply] = deque()  # sent, reply not read yet (oldest first)
 
-    def call(self, *args: str | int) -> Any:
+    def send(self, *args: str | int) -> Reply:
+        """Write a command; its reply is read by ``receive`` (replies come in order)."""
         count_redis()
         self.sock.sendall(hiredis.pack_command(args))
-        while True:  # a reply ends in at most a few reads; each read times out (TIMEOUT)
+        reply = Reply()
+        self.outstanding.append(reply)
+        return reply
+
+    def receive(self, reply: Reply) -> Any:
+        while not reply.done:
+            self._read_one()
+        if isinstance(reply.value, hiredis.ReplyError):
+            message = str(reply.value)
+            raise (redis.exceptions.NoScriptError if message.startswith("NOSCRIPT") else redis.ResponseError)(message)
+        return reply.value
+
+    def call(self, *args: str | int) -> Any:
+        return self.receive(self.send(*args))
+
+    def _read_one(self) -> None:
+        value = self.reader.gets()
+        while value is False:  # a reply ends in at most a few reads; each read times out (TIMEOUT)
             received = self.sock.recv_into(self.buffer)
             if not received:
                 raise redis.ConnectionError("Redis closed the connection")
             self.reader.feed(self.buffer, 0, received)
-            reply = self.reader.gets()
-            if reply is not False:
-                break
-        if isinstance(reply, hiredis.ReplyError):
-            message = str(reply)
-            raise (redis.exceptions.NoScriptError if message.startswith("NOSCRIPT") else redis.ResponseError)(message)
-        return reply
+            value = self.reader.gets()
+        first = self.outstanding.popleft()
+        first.value, first.done = value, True
 
     def close(self) -> None:
         self.connection.disconnect()
@@ -247,41 +286,59 @@ class RedisCounters:
     def generation_key(self, org_id: str) -> str:
         return f"{self.prefix}:generation:{org_id}"
 
-    def _call(self, *args: str | int) -> Any:
+    def _wire(self) -> Wire:
         wire: Wire | None = getattr(self._local, "wire", None)
-        try:
-            if wire is None:
+        if wire is None:
+            try:
                 wire = self._local.wire = Wire(self.pool.make_connection(), TIMEOUT)
-            return wire.call(*args)
-        except redis.ResponseError:
-            raise
-        except (OSError, redis.RedisError, hiredis.ProtocolError) as error:
-            self._local.wire = None
-            if wire is not None:
-                wire.close()
-            if isinstance(error, redis.RedisError):
-                raise
-            raise redis.ConnectionError(f"Redis connection failed: {type(error).__name__}") from None
+            except (OSError, redis.RedisError) as error:
+                self._unavailable(None, error)
+        return wire
 
-    def hit(self, bucket: str, windows: Sequence[Window], org_id: str | None
-            ) -> tuple[str | None, list[tuple[int, float]]]:
+    def _unavailable(self, wire: Wire | None, error: Exception) -> NoReturn:
+        """Drop the thread's wire (a failed one is never reused) and fail the count."""
+        if wire is not None:
+            if getattr(self._local, "wire", None) is wire:
+                self._local.wire = None
+            wire.close()
+        log.error("rate-limit storage unavailable: %s", type(error).__name__)
+        raise LimiterUnavailable from None
+
+    def start(self, bucket: str, windows: Sequence[Window], org_id: str | None) -> Started:
+        """Send the count of one request; ``finish`` reads it. Raises LimiterUnavailable."""
         keys = [self.generation_key(org_id) if org_id else ""]
         args: list[str | int] = [self._candidate()]
         for window in windows:
             keys.append(f"{self.prefix}:rl:{window.key(bucket)}")
             args += [window.amount, window.seconds * 1000]
+        wire = self._wire()
+        try:
+            reply = wire.send("EVALSHA", self.sha, len(keys), *keys, *args)
+        except (OSError, redis.RedisError) as error:
+            self._unavailable(wire, error)
+        return Started(bucket, org_id, tuple(windows), wire, reply, tuple(keys), tuple(args))
+
+    def finish(self, started: Started) -> tuple[str | None, list[tuple[int, float]]]:
+        """The generation and the (hits, seconds to reset) of each window counted."""
+        wire = started.wire
         try:
             try:
-                reply = self._call("EVALSHA", self.sha, len(keys), *keys, *args)
+                reply = wire.receive(started.reply)
             except redis.exceptions.NoScriptError:  # a new or restarted Redis: load it once
-                self._call("SCRIPT", "LOAD", _HIT_SCRIPT)
-                reply = self._call("EVALSHA", self.sha, len(keys), *keys, *args)
-        except redis.RedisError as error:
+                wire.call("SCRIPT", "LOAD", _HIT_SCRIPT)
+                reply = wire.call("EVALSHA", self.sha, len(started.keys), *started.keys, *started.args)
+        except redis.ResponseError as error:  # the connection is still in step
             log.error("rate-limit storage unavailable: %s", type(error).__name__)
             raise LimiterUnavailable from None
+        except (OSError, redis.RedisError, hiredis.ProtocolError) as error:
+            self._unavailable(wire, error)
         generation = reply[0].decode() if reply[0] else None
         counts = [(int(reply[i]), int(reply[i + 1]) / 1000) for i in range(1, len(reply), 2)]
         return generation, counts
+
+    def hit(self, bucket: str, windows: Sequence[Window], org_id: str | None
+            ) -> tuple[str | None, list[tuple[int, float]]]:
+        return self.finish(self.start(bucket, windows, org_id))
 
     def bump(self, org_ids: Sequence[str]) -> None:
         """Give each organization a new generation: every cache read under the old one is stale."""
@@ -364,6 +421,24 @@ class RateLimiter:
         decision = decide(windows, counts, time.time()) if windows else UNLIMITED
         return Hit(decision, generation, tuple(counts))
 
+    def start(self, bucket: str, quota: Quota | None, *, org_id: str) -> Started | None:
+        """Send a request's count now and read it later (``finish``), so the round trip
+        overlaps the work in between. None without Redis or while it is down."""
+        if not isinstance(self.counters, RedisCounters):
+            return None
+        try:
+            return self.counters.start(bucket, quota.windows() if quota is not None else (), org_id)
+        except LimiterUnavailable:
+            return None
+
+    def finish(self, started: Started) -> Hit:
+        try:
+            generation, counts = self.counters.finish(started)  # type: ignore[union-attr]
+        except LimiterUnavailable:
+            return Hit(UNLIMITED)
+        decision = decide(started.windows, counts, time.time()) if started.windows else UNLIMITED
+        return Hit(decision, generation, tuple(counts))
+
     def bump(self, org_ids: Sequence[str]) -> None:
         self.counters.bump(org_ids)
 
@@ -396,10 +471,20 @@ def enforce_anonymous(address: str | None) -> Decision:
     return remember(limiter().hit(f"ip:{address}", limiter().anonymous)).decision
 
 
+EARLY_COUNT = "sensei.early_count"  # the environ key of a count started before routing
+
+
 def count(bucket: str, quota: Quota | None, org_id: str) -> Hit:
     """Count a request against ``bucket``, reading ``org_id``'s generation in the same trip
-    (the caller ``remember``s the decision it settles on)."""
-    hit = limiter().hit(bucket, quota, org_id=org_id)
+    (the caller ``remember``s the decision it settles on). A count this request started at
+    its edge for the same credential (``app.early_count``) is finished instead."""
+    started: Started | None = request.environ.pop(EARLY_COUNT, None)
+    if started is not None and started.bucket == bucket and started.org_id == org_id:
+        hit = limiter().finish(started)
+    else:
+        if started is not None:  # another credential after all: that count stands, unread
+            limiter().finish(started)
+        hit = limiter().hit(bucket, quota, org_id=org_id)
     g.generation = (org_id, hit.generation)
     return hit
 
