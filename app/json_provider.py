@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from flask import Response
 from flask.json.provider import DefaultJSONProvider
+from werkzeug.sansio.response import Response
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
@@ -32,4 +32,5 @@ class OrjsonProvider(DefaultJSONProvider):
         if (self.compact is None and self._app.debug) or self.compact is False:
             return super().response(*args, **kwargs)  # indented, for people reading it
         obj = self._prepare_response_obj(args, kwargs)
-        return self._app.response_class(self._encode(obj, orjson.OPT_APPEND_NEWLINE), mimetype=self.mimetype)
+        body = self._encode(obj, orjson.OPT_APPEND_NEWLINE)
+        return self._app.response_class(body, mimetype=self.mimetype)  # type: ignore[arg-type]

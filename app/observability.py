@@ -82,7 +82,7 @@ class AccessLog:
             return
         stream = self._direct_stream()
         if stream is None:
-            logger.handle(logger.makeRecord(logger.name, logging.INFO, __name__, 0, "request", None, None, extra={
+            logger.handle(logger.makeRecord(logger.name, logging.INFO, __name__, 0, "request", (), None, extra={
                 "request_id": request_id, "method": method, "path": path, "status": status,
                 "duration_ms": duration_ms}))
             return

@@ -116,7 +116,8 @@ def decode_access_token(token: str, *, check_expiry: bool = True) -> dict[str, A
     claims = _checked_claims(token, now, settings.ISSUER, settings.AUDIENCE)
     if claims is None:
         return None
-    registry = JWTClaimsRegistry(now, 0, **({"exp": {"essential": True}} if check_expiry else {}))
+    expiry: dict[str, ClaimsOption] = {"exp": {"essential": True}} if check_expiry else {}
+    registry = JWTClaimsRegistry(now, 0, **expiry)
     try:
         registry.validate({k: claims[k] for k in TIME_CLAIMS if k in claims and (check_expiry or k != "exp")})
     except JoseError:

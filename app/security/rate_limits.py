@@ -203,10 +203,10 @@ class Wire:
     is a Redis error is raised as ``redis.ResponseError`` (``NoScriptError`` for NOSCRIPT).
     """
 
-    def __init__(self, connection: redis.Connection, timeout: float) -> None:
+    def __init__(self, connection: Any, timeout: float) -> None:
         connection.connect()
         self.connection = connection
-        self.sock = connection._sock  # redis-py's socket, idle once its handshake is read
+        self.sock: socket.socket = connection._sock  # redis-py's socket, idle once its handshake is read
         if type(self.sock) is socket.socket:
             # The kernel keeps the timeout (SO_RCVTIMEO/SO_SNDTIMEO): a socket with a Python
             # timeout polls before every send and receive, two more system calls a request.
@@ -223,7 +223,7 @@ class Wire:
     def send(self, *args: str | int) -> Reply:
         """Write a command; its reply is read by ``receive`` (replies come in order)."""
         count_redis()
-        self.sock.sendall(hiredis.pack_command(args))
+        self.sock.sendall(hiredis.pack_command(args))  # type: ignore[arg-type]  # the stub's tuple is too narrow
         reply = Reply()
         self.outstanding.append(reply)
         return reply
@@ -245,7 +245,7 @@ class Wire:
             received = self.sock.recv_into(self.buffer)
             if not received:
                 raise redis.ConnectionError("Redis closed the connection")
-            self.reader.feed(self.buffer, 0, received)
+            self.reader.feed(self.buffer, 0, received)  # type: ignore[arg-type]  # any buffer
             value = self.reader.gets()
         first = self.outstanding.popleft()
         first.value, first.done = value, True
