@@ -32,7 +32,7 @@ What it writes (one transaction; on failure nothing is left behind):
 PostgreSQL: ``COPY ... FROM STDIN`` (psycopg 3). When the load is large compared with what the
 tables hold, their indexes and constraints are dropped first and re-created afterwards from their
 own definitions (checked identical), which holds an ACCESS EXCLUSIVE lock on ``api_keys`` and
-``audit_events`` until the commit. Then ``VACUUM (ANALYZE)`` (``--no-vacuum``: ``ANALYZE`` only).
+``audit_events`` until the commit. Then ``VACUUM (ANALYZE)`` (``--no-vacuum``: ``ANALYZE`` only) and a ``CHECKPOINT``.
 SQLite: ``executemany`` in the same single transaction (secondary indexes rebuilt the same way).
 """
 
