@@ -101,9 +101,6 @@ class AccessLog:
 _quoted = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]  # what json.dumps uses for a str
 
 
-REQUEST_ID = "sensei.request_id"  # the environ key of the request's id
-
-
 class RequestEdge:
     """WSGI middleware at the edge of every request: it gives the request its id (a sane
     incoming ``X-Request-Id`` or a new one), sends it back, adds the headers the app leaves
@@ -118,7 +115,6 @@ class RequestEdge:
     def __call__(self, environ, start_response):
         incoming = environ.get("HTTP_X_REQUEST_ID", "")
         request_id = incoming if REQUEST_ID_RE.match(incoming) else f"req_{id_entropy.take(12).hex()}"
-        environ[REQUEST_ID] = request_id
         started = time.perf_counter()
         status_line = ""
 
@@ -154,10 +150,6 @@ def _path(environ) -> str:
 
 def register_request_edge(app: Flask) -> None:
     app.wsgi_app = RequestEdge(app.wsgi_app)  # type: ignore[method-assign]
-
-
-def request_id() -> str | None:
-    return request.environ.get(REQUEST_ID)
 
 
 class RoundTrips:

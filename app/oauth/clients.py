@@ -90,9 +90,6 @@ def authenticate(client_id: str, secret: str | None) -> Client | None:
 
 
 def cached_client(client_id: str, secret: str) -> ClientRecord | None:
-    """The confidential client presenting ``secret`` if this process has it cached; no
-    database, no Redis (its freshness is checked where the request authenticates)."""
-    entry = _CLIENTS.get(client_id)
-    if entry is None or not client_service.check_client_secret(entry.value, secret):
-        return None
-    return entry.value
+    """The confidential client presenting ``secret`` if this process has it cached
+    (``freshness.cached``)."""
+    return freshness.cached(_CLIENTS, client_id, lambda record: client_service.check_client_secret(record, secret))

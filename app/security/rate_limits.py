@@ -132,6 +132,12 @@ def decide(windows: Sequence[Window], counts: Sequence[tuple[int, float]], now: 
     return Decision(True, nearest[1], nearest[0], math.ceil(now + nearest[2]))
 
 
+def counted(windows: Sequence[Window], generation: str | None, counts: Sequence[tuple[int, float]]) -> Hit:
+    """The ``Hit`` of one request's counts under ``windows``."""
+    decision = decide(windows, counts, time.time()) if windows else UNLIMITED
+    return Hit(decision, generation, tuple(counts))
+
+
 class LimiterUnavailable(RuntimeError):
     """The shared counters cannot be reached (Redis down)."""
 
@@ -418,8 +424,7 @@ class RateLimiter:
             generation, counts = self.counters.hit(bucket, windows, org_id)
         except LimiterUnavailable:
             return Hit(UNLIMITED)
-        decision = decide(windows, counts, time.time()) if windows else UNLIMITED
-        return Hit(decision, generation, tuple(counts))
+        return counted(windows, generation, counts)
 
     def start(self, bucket: str, quota: Quota | None, *, org_id: str) -> Started | None:
         """Send a request's count now and read it later (``finish``), so the round trip
@@ -436,8 +441,7 @@ class RateLimiter:
             generation, counts = self.counters.finish(started)  # type: ignore[union-attr]
         except LimiterUnavailable:
             return Hit(UNLIMITED)
-        decision = decide(started.windows, counts, time.time()) if started.windows else UNLIMITED
-        return Hit(decision, generation, tuple(counts))
+        return counted(started.windows, generation, counts)
 
     def bump(self, org_ids: Sequence[str]) -> None:
         self.counters.bump(org_ids)

@@ -274,12 +274,10 @@ def resolve_api_key(plaintext: str, *, count: freshness.Counter) -> tuple[Active
 
 
 def cached_active_key(plaintext: str) -> ActiveKey | None:
-    """The active key for a presented one if this process has it cached; no database, no
-    Redis (its freshness is checked where the request authenticates)."""
+    """The active key for a presented one if this process has it cached (``freshness.cached``)."""
     if not plaintext.startswith("sk_"):
         return None
-    entry = _KEYS.get(digest(plaintext))
-    return entry.value if entry is not None and entry.value.is_active() else None
+    return freshness.cached(_KEYS, digest(plaintext), ActiveKey.is_active)
 
 
 def authenticate_api_key(plaintext: str) -> Principal:

@@ -103,6 +103,13 @@ class CredentialCache(Generic[T]):
         return key in self._entries
 
 
+def cached(cache: CredentialCache[C], key: str, usable: Callable[[C], bool]) -> C | None:
+    """The usable record under ``key`` if this process has it; no database, no Redis (its
+    freshness is judged by ``resolve``, where the request authenticates)."""
+    entry = cache.get(key)
+    return entry.value if entry is not None and usable(entry.value) else None
+
+
 Counter = Callable[[str, Quota | None, str], Hit]
 _CACHES: list[CredentialCache[Any]] = []
 
