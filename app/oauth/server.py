@@ -95,6 +95,12 @@ class SenseiAuthorizationServer(AuthorizationServer):
             raise RateLimitedError()
         return client
 
+    def handle_response(self, status_code, payload, headers):
+        # Authlib's own encodes with the standard library; ours is Flask's (orjson).
+        if isinstance(payload, dict):
+            payload = current_app.json.dumps(payload)
+        return current_app.response_class(payload, status=status_code, headers=headers)
+
     def send_signal(self, name, *args, **kwargs) -> None:
         pass  # no Flask signal receivers; audit events are recorded by the services
 
