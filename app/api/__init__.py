@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 
-from app.api import api_keys, audit_logs, me, service_accounts  # noqa: E402,F401  (routes register on import)
+from app.api import api_keys, audit_logs, docs, me, service_accounts  # noqa: E402,F401  (routes register on import)

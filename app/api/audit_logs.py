@@ -2,35 +2,23 @@
 
 from __future__ import annotations
 
-from flask import g, request
+from flask import g
 
 from app.api import bp
 from app.api.auth import require_principal
-from app.api.schemas import audit_event_json, list_json, list_params, parse_time, string_filter
-from app.errors import ApiError
+from app.api.openapi import operation
+from app.api.schemas import AuditEventList, AuditLogQuery, audit_event_json, list_json, read_query
 from app.services import audit as audit_log
-
-DEFAULT_LIMIT = 50
-FILTERS = {"limit", "starting_after", "action", "actor_id", "result", "since", "until"}
 
 
 @bp.get("/audit-logs")
+@operation("List audit log entries", query=AuditLogQuery, response=AuditEventList,
+           description="Newest first; an unknown query parameter is refused.")
 @require_principal("admin:read", action="audit_logs.list")
 def list_audit_logs():
-    for name in request.args:
-        if name not in FILTERS:
-            raise ApiError("invalid_request", f"Unknown query parameter: {name[:60]!r}", param=name[:60])
-    limit, starting_after = list_params(DEFAULT_LIMIT)
-    result = string_filter("result")
-    if result is not None and result not in audit_log.RESULTS:
-        raise ApiError("invalid_request", "result must be 'success' or 'failure'", param="result")
-    filters = audit_log.AuditFilter(
-        action=string_filter("action"),
-        actor_id=string_filter("actor_id"),
-        result=result,
-        since=parse_time(request.args.get("since"), "since"),
-        until=parse_time(request.args.get("until"), "until"),
-    )
-    page = audit_log.list_events(org_id=g.principal.org_id, limit=limit, starting_after=starting_after,
-                                 filters=filters)
+    query = read_query(AuditLogQuery)
+    filters = audit_log.AuditFilter(action=query.action, actor_id=query.actor_id, result=query.result,
+                                    since=query.since, until=query.until)
+    page = audit_log.list_events(org_id=g.principal.org_id, limit=query.limit,
+                                 starting_after=query.starting_after, filters=filters)
     return list_json(page, audit_event_json)

@@ -6,16 +6,20 @@ from flask import g
 
 from app.api import bp
 from app.api.auth import require_principal
+from app.api.openapi import operation
+from app.api.schemas import Me
 from app.services import principals as principal_service
 from app.services import scopes as scope_rules
 
 
 @bp.get("/me")
+@operation("Who the caller is", response=Me,
+           description="The organization, principal and credential behind the bearer; needs no scope.")
 @require_principal(action="me.read")
 def me():
     principal = g.principal
     org = principal_service.organization_of(principal)
-    body = {
+    body: Me = {
         "object": "principal",
         "organization": {"id": org.id, "name": org.name, "tier": org.tier},
         "principal": {

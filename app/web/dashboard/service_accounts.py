@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import g, redirect, request, url_for
 
-from app.api.schemas import MAX_YAML_BYTES, load_yaml
+from app.documents import MAX_YAML_BYTES, load_yaml
 from app.errors import ApiError
 from app.services import service_accounts as account_service
 from app.web.dashboard import audit, bp, page, render, show_error
