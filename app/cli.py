@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import sys
+import tempfile
 from datetime import UTC, datetime
 from functools import wraps
 
@@ -260,7 +261,9 @@ def serve_command(as_json: bool, host: str, port: int, workers: int) -> None:
     problem = readiness_problem(current_app._get_current_object())  # type: ignore[attr-defined]
     if problem:
         _fail(problem)
+    _prepare_metrics_dir()
     argv = [sys.executable, "-m", "gunicorn", "--chdir", str(PROJECT_ROOT), "--bind", f"{host}:{port}",
+            "--config", "python:app.gunicorn_conf",
             "--workers", str(workers), "--worker-class", "gthread", "--threads", "4",
             "--graceful-timeout", "20", "--timeout", "30",
             # Forwarded headers are trusted by ProxyFix per SENSEI_TRUSTED_PROXIES, not by gunicorn.
@@ -273,6 +276,19 @@ def serve_command(as_json: bool, host: str, port: int, workers: int) -> None:
         click.echo(f"Serving Sensei Auth on http://{host}:{port} ({workers} workers)")
     sys.stdout.flush()
     os.execv(sys.executable, argv)
+
+
+def _prepare_metrics_dir() -> None:
+    """Prometheus multiprocess mode for the workers: $PROMETHEUS_MULTIPROC_DIR (emptied of the
+    previous run's files) or a new private directory."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        for name in os.listdir(directory):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(directory, name))
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sensei-metrics-")
 
 
 COMMANDS = [

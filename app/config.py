@@ -41,6 +41,8 @@ class Settings:
     # Sign-in attempts, counted before the (deliberately slow) password check.
     LOGIN_PER_MINUTE_PER_ADDRESS: int = 10
     LOGIN_PER_MINUTE_PER_ACCOUNT: int = 5
+    # GET /metrics for a scraper elsewhere: Authorization: Bearer <this> (loopback needs none).
+    METRICS_TOKEN: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -103,6 +105,8 @@ def _coerce(name: str, raw: str) -> Any:
 def _validate(settings: Settings) -> None:
     if settings.ENV not in {"development", "production"}:
         raise ConfigError(f"SENSEI_ENV must be 'development' or 'production', got {settings.ENV!r}")
+    if settings.METRICS_TOKEN and len(settings.METRICS_TOKEN) < 16:
+        raise ConfigError("SENSEI_METRICS_TOKEN must be at least 16 characters (a random string)")
     for name in ("ISSUER", "DOCS_URL"):
         value = getattr(settings, name)
         if not value.startswith(("http://", "https://")) or value.endswith("/"):

@@ -18,6 +18,7 @@ from flask import Flask, request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from app.metrics import RequestMetrics, RoutedRequest, route_of
 from app.models.base import id_entropy
 from app.services.audit import AuditContext
 
@@ -104,13 +105,14 @@ _quoted = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]  # 
 class RequestEdge:
     """WSGI middleware at the edge of every request: it gives the request its id (a sane
     incoming ``X-Request-Id`` or a new one), sends it back, adds the headers the app leaves
-    in the environ (``RESPONSE_HEADERS``: rate-limit headers, round-trip counts) and writes
-    the access line. Done here rather than in Flask hooks: on the hot paths a hook's
+    in the environ (``RESPONSE_HEADERS``: rate-limit headers, round-trip counts), writes
+    the access line and counts the request in the metrics. Done here rather than in Flask hooks: on the hot paths a hook's
     dispatch costs more than its work."""
 
     def __init__(self, wsgi_app) -> None:
         self.wsgi_app = wsgi_app
         self.access = AccessLog()
+        self.metrics = RequestMetrics()
 
     def __call__(self, environ, start_response):
         incoming = environ.get("HTTP_X_REQUEST_ID", "")
@@ -127,9 +129,11 @@ class RequestEdge:
             return start_response(status, headers, exc_info)
 
         body = self.wsgi_app(environ, start)
-        self.access.write(request_id, environ.get("REQUEST_METHOD", ""), _path(environ)[:200],
-                          int(status_line[:3]) if status_line[:3].isdigit() else None,
-                          round((time.perf_counter() - started) * 1000, 2))
+        elapsed = time.perf_counter() - started
+        status = int(status_line[:3]) if status_line[:3].isdigit() else None
+        method = environ.get("REQUEST_METHOD", "")
+        self.access.write(request_id, method, _path(environ)[:200], status, round(elapsed * 1000, 2))
+        self.metrics.record(route_of(environ), method, status or 0, elapsed)
         return body
 
 
@@ -149,6 +153,7 @@ def _path(environ) -> str:
 
 
 def register_request_edge(app: Flask) -> None:
+    app.request_class = RoutedRequest  # the route label of the request metrics
     app.wsgi_app = RequestEdge(app.wsgi_app)  # type: ignore[method-assign]
 
 

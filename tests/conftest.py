@@ -138,7 +138,8 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(settings: dict, port: int, log_path: Path, extra_env: dict | None = None) -> Server:
+def start_server(settings: dict, port: int, log_path: Path, extra_env: dict | None = None,
+                 extra_args: list[str] | None = None) -> Server:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENSEI_")}
     env.update({f"SENSEI_{k}": str(v) for k, v in settings.items()})
     env.update(extra_env or {})
@@ -146,7 +147,7 @@ def start_server(settings: dict, port: int, log_path: Path, extra_env: dict | No
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--chdir", str(ROOT), "--bind", f"127.0.0.1:{port}",
              "--workers", "2", "--worker-class", "gthread", "--threads", "4", "--timeout", "60",
-             "--forwarded-allow-ips=", "--no-control-socket",
+             "--forwarded-allow-ips=", "--no-control-socket", *(extra_args or []),
              "wsgi:app"],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )

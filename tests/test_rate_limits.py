@@ -168,7 +168,7 @@ def test_without_redis_limits_are_per_process_and_still_enforced(settings_overri
         assert response.headers["X-RateLimit-Limit"] == "10"
         statuses = [r.status_code for r in burst(f"{server.url}/v1/me", 30, headers=bearer(key))]
         assert 429 in statuses and statuses.count(200) <= 20  # at most 10 per worker per second
-        assert requests.get(f"{server.url}/healthz").json()["rate_limit_storage"] == "in-process"
+        assert requests.get(f"{server.url}/readyz").json()["redis"] == "not configured"
     finally:
         stop_server(server)
 
@@ -181,8 +181,8 @@ def test_redis_down_fails_open_for_the_api_and_closed_for_sign_in(settings_overr
         _, key = make_api_key(org)
         response = requests.get(f"{server.url}/v1/me", headers=bearer(key))
         assert response.status_code == 200 and "X-RateLimit-Limit" not in response.headers
-        health = requests.get(f"{server.url}/healthz")
-        assert health.json() == {"status": "degraded", "database": "ok", "rate_limit_storage": "unavailable"}
+        ready = requests.get(f"{server.url}/readyz")
+        assert ready.status_code == 503 and ready.json()["redis"] == "unavailable"
         from tests.factories import PASSWORD, Browser
 
         user = make_user(org)

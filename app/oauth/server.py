@@ -11,6 +11,7 @@ from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidScopeError
 from flask import Flask, current_app
 from flask import request as flask_request
 
+from app import metrics
 from app.oauth import client_auth
 from app.oauth.clients import query_client
 from app.oauth.endpoints import Introspection, Revocation
@@ -86,6 +87,7 @@ class SenseiAuthorizationServer(AuthorizationServer):
         try:
             client = super().authenticate_client(request, methods, endpoint)
         except InvalidClientError as error:
+            metrics.authentication_failed("oauth_client")
             if not rate_limits.enforce_anonymous(flask_request.remote_addr).allowed:
                 raise RateLimitedError() from None
             # Authlib's message lists our method names; say what went wrong instead.
@@ -109,6 +111,7 @@ def save_token_response(token: dict, request) -> None:
     """Persist what the token response carries (Authlib calls this before responding)."""
     issued = token.pop("_issued")
     grant_type = request.payload.grant_type
+    metrics.token_issued(grant_type)
     audit = client_context(request.client)
     if grant_type == "client_credentials":
         # A self-contained JWT: nothing to store but the audit entry.

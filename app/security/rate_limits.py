@@ -13,7 +13,7 @@ is still current, so a deletion or revocation made on any host is seen by the ne
 on every host.
 
 When Redis is unreachable the API fails *open* (requests pass, the error is logged and
-``/healthz`` reports ``degraded``; no generation is known, so caches are bypassed) so an
+``/readyz`` answers 503 naming Redis; no generation is known, so caches are bypassed) so an
 outage of the cache does not take the API down; login throttling fails *closed*
 (``LimiterUnavailable``), because there the limit is the only thing between an attacker
 and password guessing.

@@ -34,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.errors import ApiError
 from app.extensions import db
+from app.metrics import AUDIT_BACKLOG
 from app.models import AuditChainHead, AuditEvent
 from app.models.audit import GENESIS_HASH as GENESIS
 from app.models.base import new_id, sane_id, utcnow
@@ -280,6 +281,7 @@ class AuditWriter:
     def _drain(self) -> None:
         while True:
             stopping = self._stop.wait(self.linger)
+            AUDIT_BACKLOG.set(self.unwritten)
             while self._pending:
                 rows: list[dict[str, Any]] = []
                 while self._pending and len(rows) < self.batch:
@@ -287,6 +289,7 @@ class AuditWriter:
                 self._writing = len(rows)
                 self._write(rows)
                 self._writing = 0
+                AUDIT_BACKLOG.set(len(self._pending))
                 if len(rows) < self.batch and not stopping:
                     break  # linger again: what arrived meanwhile joins the next batch
             if stopping:

@@ -6,6 +6,7 @@ import logging
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
+from app import metrics
 from app.oauth.events import user_context
 from app.security.passwords import PasswordCheckBusy
 from app.security.rate_limits import LimiterUnavailable, limiter
@@ -51,6 +52,7 @@ def login():
     except PasswordCheckBusy:
         return render_template("login.html", form=form, error=UNAVAILABLE), 503
     if user is None:
+        metrics.authentication_failed("login")
         known = org_service.user_by_email(email)  # a failure is recorded in the account's org
         if known is not None:
             audit_log.record_now(user_context(known), org_id=known.org_id, action="auth.login.failure",

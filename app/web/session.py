@@ -13,7 +13,8 @@ from app.services import orgs as org_service
 _NULL_SESSION = NullSession()
 
 # Bearer-authenticated surfaces: no browser session is read or written there.
-STATELESS_PATHS = ("/v1/", "/oauth/token", "/oauth/revoke", "/oauth/introspect", "/.well-known/", "/healthz")
+STATELESS_PATHS = ("/v1/", "/oauth/token", "/oauth/revoke", "/oauth/introspect", "/.well-known/", "/healthz", "/readyz",
+                   "/metrics", "/gateway/")
 
 
 class PageSessionInterface(SecureCookieSessionInterface):
