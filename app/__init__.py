@@ -132,6 +132,7 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     from app.api import bp as api_bp
+    from app.api.gateway import bp as gateway_bp
     from app.oauth.views import bp as oauth_bp
     from app.web.auth import bp as auth_bp
     from app.web.consent import bp as consent_bp
@@ -140,7 +141,8 @@ def register_blueprints(app: Flask) -> None:
 
     csrf.exempt(api_bp)
     csrf.exempt(oauth_bp)
-    for blueprint in (api_bp, oauth_bp, auth_bp, consent_bp, dashboard_bp, health_bp):
+    csrf.exempt(gateway_bp)
+    for blueprint in (api_bp, gateway_bp, oauth_bp, auth_bp, consent_bp, dashboard_bp, health_bp):
         app.register_blueprint(blueprint)
 
 

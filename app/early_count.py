@@ -2,7 +2,7 @@
 
 The count is the one wait on the hot paths: a sync worker sits idle for the round trip.
 When a request carries a credential this process has cached — an API key as a Bearer
-token on ``/v1`` and on the introspection and revocation endpoints, a client's Basic
+token on ``/v1``, on the gateway check and on the introspection and revocation endpoints, a client's Basic
 credentials on the token, introspection and revocation endpoints — its count is written
 to Redis here and read where the request authenticates (``rate_limits.count``); meanwhile
 Flask builds the request, routes it and runs its hooks. It is the count the authentication
@@ -22,6 +22,7 @@ from app.services import api_keys
 
 CLIENT_PATHS = ("/oauth/token", "/oauth/introspect", "/oauth/revoke")
 KEY_PATHS = ("/oauth/introspect", "/oauth/revoke")
+GATEWAY_PATH = "/gateway/check"
 
 
 class EarlyCount:
@@ -50,7 +51,7 @@ class EarlyCount:
         path = environ.get("PATH_INFO", "")
         scheme, _, credential = header.partition(" ")
         scheme = scheme.lower()
-        if scheme == "bearer" and (path.startswith("/v1/") or path in KEY_PATHS):
+        if scheme == "bearer" and (path.startswith("/v1/") or path in KEY_PATHS or path == GATEWAY_PATH):
             record = api_keys.cached_active_key(credential.strip())
         elif scheme == "basic" and path in CLIENT_PATHS:
             credentials = parse_basic_authorization(header)

@@ -74,7 +74,7 @@ def oauth_error(error: str, description: str, status: int = 400):
 
 def _surface() -> str:
     path = request.path
-    if path == "/v1" or path.startswith("/v1/"):
+    if path == "/v1" or path.startswith(("/v1/", "/gateway/")):
         return "api"
     if path.startswith("/oauth/") and path != "/oauth/authorize":
         return "oauth"

@@ -11,6 +11,7 @@ from functools import wraps
 
 from flask import g, request
 
+from app import metrics
 from app.errors import ApiError
 from app.extensions import db
 from app.oauth.tokens import resolve_access_token
@@ -31,6 +32,7 @@ def bearer_principal() -> tuple[Principal, Hit]:
     try:
         return _authenticate()
     except ApiError:
+        metrics.authentication_failed("api")
         if not rate_limits.enforce_anonymous(request.remote_addr).allowed:
             raise ApiError("rate_limited", "Too many requests from this address; retry later") from None
         raise
@@ -83,6 +85,7 @@ def require_principal(scope: str | None = None, *, action: str):
                 audit_log.record_now(context, org_id=principal.org_id, action=action, resource=resource)
             return response
 
+        wrapper.required_scope = scope  # type: ignore[attr-defined]  # for the OpenAPI document
         return wrapper
 
     return decorator

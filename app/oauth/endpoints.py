@@ -17,6 +17,7 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import request as flask_request
 
+from app import metrics
 from app.errors import ApiError
 from app.extensions import db
 from app.models import RefreshToken
@@ -165,6 +166,7 @@ class _CallerAuthentication:
             try:
                 key, hit = key_service.resolve_api_key(credential.strip(), count=rate_limits.count)
             except ApiError:
+                metrics.authentication_failed("api")
                 if not rate_limits.enforce_anonymous(flask_request.remote_addr).allowed:
                     raise RateLimitedError() from None
                 raise InvalidApiKeyError() from None
