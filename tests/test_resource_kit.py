@@ -210,3 +210,64 @@ def test_allow_lists_see_the_client_nginx_forwarded_and_429_keeps_retry_after(ng
             break
     assert limited is not None, statuses
     assert limited.json()["error"]["code"] == "rate_limited" and int(limited.headers["Retry-After"]) >= 1
+
+
+class _CountingJwks(BaseHTTPRequestHandler):
+    fetches = 0
+    keys: dict = {"keys": []}
+
+    def do_GET(self):  # noqa: N802
+        type(self).fetches += 1
+        body = json.dumps(type(self).keys).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_unknown_kids_refetch_the_jwks_at_most_every_few_seconds():
+    from sensei.resource import JWKS_REFETCH_INTERVAL, Refused, Verifier
+
+    signer = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(signer.public_key()))
+    _CountingJwks.keys = {"keys": [public | {"kid": "k1", "use": "sig", "alg": "RS256"}]}
+    _CountingJwks.fetches = 0
+    issuer_server = ThreadingHTTPServer(("127.0.0.1", 0), _CountingJwks)
+    threading.Thread(target=issuer_server.serve_forever, daemon=True).start()
+    issuer = f"http://127.0.0.1:{issuer_server.server_address[1]}"
+    verifier = Verifier(issuer)
+    try:
+        now = int(time.time())
+        claims = {"iss": issuer, "aud": issuer, "sub": "cli_1", "org": "org_1", "scope": "migrations:read",
+                  "iat": now, "exp": now + 300}
+        good = jwt.encode(claims, signer, algorithm="RS256", headers={"kid": "k1", "typ": "at+jwt"})
+        assert verifier.principal(good).scopes == frozenset({"migrations:read"})
+        assert _CountingJwks.fetches == 1
+        for _ in range(5):
+            assert verifier.principal(good).org_id == "org_1"  # cached keys: no fetch
+        stranger = jwt.encode(claims, signer, algorithm="RS256", headers={"kid": "k2", "typ": "at+jwt"})
+        for _ in range(20):  # an unknown kid, over and over: one refetch per interval at most
+            with pytest.raises(Refused):
+                verifier.principal(stranger)
+        assert _CountingJwks.fetches == 1  # the first fetch was under JWKS_REFETCH_INTERVAL ago
+        time.sleep(JWKS_REFETCH_INTERVAL + 0.1)
+        _CountingJwks.keys = {"keys": [*_CountingJwks.keys["keys"], public | {"kid": "k2", "alg": "RS256"}]}
+        assert verifier.principal(stranger).id == "cli_1"  # rotated in: found on the next refetch
+        assert _CountingJwks.fetches == 2
+        expired = jwt.encode(claims | {"exp": now - 10}, signer, algorithm="RS256",
+                             headers={"kid": "k1", "typ": "at+jwt"})
+        wrong_audience = jwt.encode(claims | {"aud": "https://elsewhere"}, signer, algorithm="RS256",
+                                    headers={"kid": "k1", "typ": "at+jwt"})
+        id_token_typ = jwt.encode(claims, signer, algorithm="RS256", headers={"kid": "k1", "typ": "JWT"})
+        for bad in (expired, wrong_audience, id_token_typ):
+            with pytest.raises(Refused) as refused:
+                verifier.principal(bad)
+            assert refused.value.status == 401
+    finally:
+        verifier.http.close()
+        issuer_server.shutdown()
+        issuer_server.server_close()
