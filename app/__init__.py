@@ -35,18 +35,18 @@ def readiness_problem(app: Flask) -> str | None:
     from sqlalchemy.exc import SQLAlchemyError
 
     from app.services import schema
-    from app.services.signing_keys import SigningKeyMissing, current_key_record, ensure_signing_key
+    from app.services.signing_keys import SigningKeyMissing, current_key_record, private_pem
 
-    settings: Settings = app.config["SETTINGS"]
     with app.app_context():
         try:
             if not schema.schema_is_current():
                 return "the database schema is missing or out of date: run `sensei init`"
-            if current_key_record() is None:
+            current = current_key_record()
+            if current is None:
                 return "no signing key: run `sensei init`"
-            ensure_signing_key(keys_dir=settings.KEYS_DIR)
+            private_pem(current)
         except SigningKeyMissing as error:
-            return f"{error} (SENSEI_KEYS_DIR); restore it or run `sensei rotate-signing-key`"
+            return str(error)
         except SQLAlchemyError as error:
             return f"the database is unreachable ({type(error).__name__}): check SENSEI_DATABASE_URL"
     return None
@@ -124,7 +124,7 @@ def register_extensions(app: Flask) -> None:
         login_per_account=settings.LOGIN_PER_MINUTE_PER_ACCOUNT,
     )
     app.extensions["sensei.keyring"] = KeyRing(
-        keys_dir=settings.KEYS_DIR, access_token_ttl=settings.ACCESS_TOKEN_TTL
+        secret_key=settings.SECRET_KEY, access_token_ttl=settings.ACCESS_TOKEN_TTL
     )
     init_oauth(app)
     register_invalidation()

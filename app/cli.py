@@ -90,12 +90,14 @@ def _parse_time(value: str | None, param: str) -> datetime | None:
 @command("init")
 @click.option("--demo", is_flag=True, help="On the first run, create a demo org, owner and admin key.")
 def init_command(as_json: bool, demo: bool) -> None:
-    """Create or upgrade the schema and create a signing key if there is none."""
+    """Create or upgrade the schema; create the signing keys (current and next) if missing,
+    sealing PEMs of earlier versions from SENSEI_KEYS_DIR into the database."""
     settings = current_app.config["SETTINGS"]
     before, after = schema.upgrade_schema()
     key, created = signing_keys.ensure_signing_key(keys_dir=settings.KEYS_DIR)
+    states = signing_keys.key_states(access_token_ttl=settings.ACCESS_TOKEN_TTL)
     payload: dict = {"schema_revision": after, "previous_revision": before, "signing_key": key.kid,
-                     "signing_key_created": created}
+                     "signing_key_created": created, "next_signing_key": states["next"][0] if states["next"] else None}
     lines = [f"Schema at revision {after}.", f"Signing key {key.kid}{' created' if created else ''}."]
     if demo and not db.session.scalar(select(func.count()).select_from(Organization)):
         payload["demo"] = _create_demo()
@@ -210,11 +212,14 @@ def set_limits_command(as_json: bool, org_id: str, per_second: int, per_day: int
 
 @command("rotate-signing-key")
 def rotate_signing_key_command(as_json: bool) -> None:
-    """Sign with a new key from now on; keep the old ones published until their tokens expire."""
+    """Promote the published next key to signing, publish a new next key, retire the old one."""
     settings = current_app.config["SETTINGS"]
-    new, retired = signing_keys.rotate_signing_key(keys_dir=settings.KEYS_DIR)
-    _emit(as_json, {"signing_key": new.kid, "retired": retired},
-          [f"New signing key {new.kid}; retired {', '.join(retired) or 'none'}."])
+    current, retired, upcoming = signing_keys.rotate_signing_key()
+    states = signing_keys.key_states(access_token_ttl=settings.ACCESS_TOKEN_TTL)
+    _emit(as_json, {"signing_key": current.kid, "retired": retired, **states},
+          [f"Signing key {current.kid} signs from now on (every process within "
+           f"{signing_keys.REFRESH_SECONDS} s); next key {upcoming.kid} published; retired "
+           f"{', '.join(retired) or 'none'} (published until their tokens expire)."])
 
 
 @command("prune")
@@ -223,8 +228,7 @@ def prune_command(as_json: bool) -> None:
     settings = current_app.config["SETTINGS"]
     counts = token_service.prune()
     counts["user_sessions"] = org_service.prune_sessions(datetime.now(UTC))
-    removed = signing_keys.prune_signing_keys(keys_dir=settings.KEYS_DIR,
-                                              access_token_ttl=settings.ACCESS_TOKEN_TTL)
+    removed = signing_keys.prune_signing_keys(access_token_ttl=settings.ACCESS_TOKEN_TTL)
     counts["signing_keys"] = len(removed)
     _emit(as_json, {"deleted": counts}, [f"{name}: {n} deleted" for name, n in counts.items()])
 

@@ -12,7 +12,6 @@ import re
 import secrets
 import string
 import time
-from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt
@@ -778,9 +777,9 @@ def attacker_key():
 
 @pytest.fixture()
 def server_key(live, settings_overrides):
-    """The server's own current signing key (the test shares its keys directory)."""
+    """The server's own current signing key (the test shares its database and secret)."""
     record = signing_keys.current_key_record()
-    pem = (Path(settings_overrides["KEYS_DIR"]) / f"{record.kid}.pem").read_bytes()
+    pem = signing_keys.private_pem(record)
     return record.kid, serialization.load_pem_private_key(pem, password=None), json.loads(record.public_jwk)
 
 

@@ -9,7 +9,7 @@ import os
 import re
 import secrets
 import shutil
-import stat
+import sqlite3
 import subprocess
 import sys
 import time
@@ -94,7 +94,8 @@ def ready(template, tmp_path) -> Cli:
     source, _ = template
     for path in source.glob("x.db*"):
         shutil.copy2(path, tmp_path / path.name)
-    shutil.copytree(source / "keys", tmp_path / "keys")
+    if (source / "keys").exists():
+        shutil.copytree(source / "keys", tmp_path / "keys")
     return Cli(tmp_path)
 
 
@@ -107,6 +108,14 @@ def pem_files(cli: Cli) -> list[Path]:
     return sorted(cli.keys_dir.glob("*.pem")) if cli.keys_dir.exists() else []
 
 
+def stored_keys(cli: Cli) -> dict[str, dict]:
+    """The signing_keys rows, read straight from the database file."""
+    with sqlite3.connect(cli.directory / "x.db") as conn:
+        rows = conn.execute("SELECT kid, private_key, activated_at, retired_at FROM signing_keys").fetchall()
+    return {kid: {"private_key": sealed, "activated_at": activated, "retired_at": retired}
+            for kid, sealed, activated, retired in rows}
+
+
 def future(days: int = 30) -> str:
     return (datetime.now(UTC) + timedelta(days=days)).isoformat().replace("+00:00", "Z")
 
@@ -114,21 +123,24 @@ def future(days: int = 30) -> str:
 # -- init ------------------------------------------------------------------------------------
 
 
-def test_init_json_creates_schema_and_a_private_pem(cli):
-    assert pem_files(cli) == []
+def test_init_json_creates_schema_and_sealed_current_and_next_keys(cli):
     first = cli.json("init")
-    assert first["signing_key_created"] is True and first["signing_key"]
+    assert first["signing_key_created"] is True and first["signing_key"] and first["next_signing_key"]
     assert first["schema_revision"]
-    pems = pem_files(cli)
-    assert [p.stem for p in pems] == [first["signing_key"]]
-    pem = pems[0]
-    assert stat.S_IMODE(pem.stat().st_mode) == 0o600
-    assert pem.read_text().startswith("-----BEGIN PRIVATE KEY-----")
-    # Idempotent: the second run upgrades nothing and keeps the key.
+    assert pem_files(cli) == []  # nothing on disk: the keys live in the database, sealed
+    stored = stored_keys(cli)
+    assert set(stored) == {first["signing_key"], first["next_signing_key"]}
+    assert stored[first["signing_key"]]["activated_at"] and not stored[first["next_signing_key"]]["activated_at"]
+    for row in stored.values():
+        assert row["private_key"].startswith("v1.") and "PRIVATE KEY" not in row["private_key"]
+    raw = (cli.directory / "x.db").read_bytes()
+    assert b"BEGIN PRIVATE KEY" not in raw
+    # Idempotent: the second run upgrades nothing and keeps both keys.
     second = cli.json("init")
     assert second["signing_key"] == first["signing_key"] and second["signing_key_created"] is False
+    assert second["next_signing_key"] == first["next_signing_key"]
     assert second["schema_revision"] == first["schema_revision"] == second["previous_revision"]
-    assert pem_files(cli) == pems
+    assert stored_keys(cli).keys() == stored.keys()
 
 
 def test_init_demo_prints_credentials_only_on_the_first_run(cli):
@@ -163,16 +175,49 @@ def test_init_demo_json_carries_the_demo_once(cli):
     assert "demo" not in second
 
 
+def test_init_seals_the_pem_key_of_an_earlier_version_and_keeps_signing_with_it(cli):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from joserfc.jwk import RSAKey
+    from sqlalchemy import text
+
+    from app.config import DEV_SECRET_KEY
+    from app.security.key_encryption import unseal
+    from app.services import schema
+
+    # A database as revision 0004 left it: the private PEM in SENSEI_KEYS_DIR, the public half stored.
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    kid = "20261101-legacy01"
+    public = RSAKey.import_key(pem).as_dict(private=False) | {"kid": kid, "use": "sig", "alg": "RS256"}
+    application = cli.app()
+    with application.app_context():
+        schema.upgrade_schema("0004")
+        db.session.execute(text("INSERT INTO signing_keys (kid, public_jwk, created_at) VALUES (:kid, :jwk, :at)"),
+                           {"kid": kid, "jwk": json.dumps(public), "at": "2026-11-01 00:00:00.000000"})
+        db.session.commit()
+        db.engine.dispose()
+    cli.keys_dir.mkdir()
+    (cli.keys_dir / f"{kid}.pem").write_bytes(pem)
+    upgraded = cli.json("init")
+    assert upgraded["previous_revision"] == "0004" and upgraded["signing_key"] == kid
+    assert upgraded["signing_key_created"] is False and upgraded["next_signing_key"] not in (None, kid)
+    stored = stored_keys(cli)[kid]
+    assert stored["activated_at"] and unseal(DEV_SECRET_KEY, kid, stored["private_key"]) == pem
+    # The PEM is no longer needed: the key signs from the database.
+    (cli.keys_dir / f"{kid}.pem").unlink()
+    assert cli.json("init")["signing_key"] == kid
+
+
 def test_commands_before_init_fail_in_one_line(cli):
     line = cli.fails("create-org", "Acme", "--json")
     assert "init" in line
 
 
-def test_init_with_the_signing_key_pem_gone_fails_in_one_line(ready):
-    for pem in pem_files(ready):
-        pem.unlink()
-    line = ready.fails("init", "--json")
-    assert "key" in line.lower()
+def test_another_secret_key_cannot_open_the_signing_key_and_says_so(ready):
+    other = {"SENSEI_SECRET_KEY": "another-secret-key-of-more-than-32-characters"}
+    line = ready.fails("init", "--json", env=other)
+    assert "SENSEI_SECRET_KEY" in line and "decrypt" in line
 
 
 # -- create-* ---------------------------------------------------------------------------------
@@ -235,17 +280,17 @@ def test_create_client(ready, org_id):
     assert confidential["client_secret"].encode() not in raw
 
 
-def test_rotate_signing_key(ready):
-    before = pem_files(ready)
-    assert len(before) == 1
-    old = before[0].stem
+def test_rotate_signing_key_promotes_the_published_next_key(ready):
+    before = ready.json("init")
+    old, upcoming = before["signing_key"], before["next_signing_key"]
     rotated = ready.json("rotate-signing-key")
-    assert rotated["signing_key"] != old and rotated["retired"] == [old]
-    after = pem_files(ready)
-    assert {p.stem for p in after} == {old, rotated["signing_key"]}
-    for pem in after:
-        assert stat.S_IMODE(pem.stat().st_mode) == 0o600
-    assert ready.json("init")["signing_key"] == rotated["signing_key"]
+    assert rotated["signing_key"] == upcoming and rotated["retired"] == [old]
+    assert rotated["current"] == [upcoming] and rotated["retiring"] == [old]
+    assert len(rotated["next"]) == 1 and rotated["next"][0] not in (old, upcoming)
+    stored = stored_keys(ready)
+    assert set(stored) == {old, upcoming, rotated["next"][0]} and stored[old]["retired_at"]
+    after = ready.json("init")
+    assert after["signing_key"] == upcoming and after["next_signing_key"] == rotated["next"][0]
 
 
 def test_prune(ready, org_id):
@@ -355,7 +400,7 @@ def test_usage_errors_name_the_problem_without_a_traceback(ready):
 def test_production_without_secret_key_refuses_in_one_line(cli, command):
     line = cli.fails(*command, env={"SENSEI_ENV": "production"})
     assert "SENSEI_SECRET_KEY" in line
-    assert pem_files(cli) == [] and not (cli.directory / "x.db").exists()
+    assert not (cli.directory / "x.db").exists()
 
 
 def test_production_with_a_short_or_default_secret_key_refuses(cli):
@@ -387,7 +432,7 @@ class Served:
     def __init__(self, cli: Cli, port: int, log_path: Path) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
-        env = cli.env | {"SENSEI_ISSUER": self.url, "SENSEI_SECRET_KEY": secrets.token_urlsafe(32)}
+        env = cli.env | {"SENSEI_ISSUER": self.url}  # the secret init sealed the keys with
         with log_path.open("wb") as log:
             self.process = subprocess.Popen([str(SENSEI), "serve", "--port", str(port), "--workers", "1"],
                                             env=env, cwd=cli.directory, stdout=log, stderr=subprocess.STDOUT)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
-from pathlib import Path
 
 import jwt
 import pytest
@@ -129,20 +127,19 @@ def test_signing_key_rotation_keeps_old_tokens_verifiable(isolated_ctx):
     generator = AccessTokenGenerator(issuer=settings.ISSUER, audience=settings.AUDIENCE, access_ttl=600)
     old = generator("client_credentials", client)["access_token"]
     old_kid = jwt.get_unverified_header(old)["kid"]
-    new_record, retired = signing_keys.rotate_signing_key(keys_dir=settings.KEYS_DIR)
-    assert old_kid in retired
+    published_before = {k["kid"] for k in keyring().jwks()["keys"]}
+    new_record, retired, upcoming = signing_keys.rotate_signing_key()
+    assert old_kid in retired and new_record.kid in published_before  # the next key was already published
     keyring().invalidate()
     new = generator("client_credentials", client)["access_token"]
     assert jwt.get_unverified_header(new)["kid"] == new_record.kid != old_kid
     published = {k["kid"] for k in keyring().jwks()["keys"]}
-    assert {old_kid, new_record.kid} <= published
+    assert published == {old_kid, new_record.kid, upcoming.kid}
     assert principal_for_access_token(old) and principal_for_access_token(new)
-    pem = Path(settings.KEYS_DIR) / f"{new_record.kid}.pem"
-    assert stat.S_IMODE(os.stat(pem).st_mode) == 0o600
     # Once no token signed by it can be alive, the old key leaves the JWKS.
-    assert signing_keys.prune_signing_keys(keys_dir=settings.KEYS_DIR, access_token_ttl=-3600) == [old_kid]
+    assert signing_keys.prune_signing_keys(access_token_ttl=-3600) == [old_kid]
     keyring().invalidate()
-    assert {k["kid"] for k in keyring().jwks()["keys"]} == {new_record.kid}
+    assert {k["kid"] for k in keyring().jwks()["keys"]} == {new_record.kid, upcoming.kid}
     assert principal_for_access_token(old) is None
 
 

@@ -82,11 +82,15 @@ class RevokedAccessToken(Base):
 
 
 class SigningKey(Base):
-    """Metadata of an RS256 signing key; the private PEM lives in ``SENSEI_KEYS_DIR``."""
+    """An RS256 signing key: *next* (published, not yet signing: ``activated_at`` null),
+    *current* (signing) or *retired* (published until its tokens expire). The private key is
+    sealed with ``SENSEI_SECRET_KEY`` (``app/security/key_encryption.py``)."""
 
     __tablename__ = "signing_keys"
 
     kid: Mapped[str] = mapped_column(String(64), primary_key=True)
     public_jwk: Mapped[str] = mapped_column(Text)
+    private_key: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -20,14 +20,14 @@ def _config() -> Config:
     return config
 
 
-def upgrade_schema() -> tuple[str | None, str]:
-    """Apply every pending migration; returns (revision before, revision after)."""
+def upgrade_schema(target: str = "head") -> tuple[str | None, str]:
+    """Apply every pending migration (up to ``target``); returns (revision before, revision after)."""
     config = _config()
     with db.engine.begin() as connection:
         before = MigrationContext.configure(connection).get_current_revision()
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
-    return before, ScriptDirectory.from_config(config).get_current_head() or ""
+        command.upgrade(config, target)
+    return before, target if target != "head" else ScriptDirectory.from_config(config).get_current_head() or ""
 
 
 def schema_is_current() -> bool:
