@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from app.extensions import db
 from app.models import AuditEvent
 from app.oauth import tokens as token_module
-from app.oauth.tokens import AccessTokenGenerator, decode_access_token
+from app.oauth.tokens import AccessTokenGenerator, decode_access_token, principal_for_access_token
 from app.services import audit as audit_log
 from app.services import clients as client_service
 from app.services import orgs as org_service
@@ -350,3 +350,34 @@ def test_the_credential_cache_is_bounded():
     for i in range(30):
         cache.store(f"k{i}", object(), "g")  # type: ignore[arg-type]
     assert len(cache) == 10 and cache.get("k0") is None and cache.get("k29") is not None
+
+
+class FixedClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(("offset", "accepted"), [
+    (-60.0, True), (-1.0, True), (-0.5, True), (-0.001, True),  # before exp: accepted, up to its last instant
+    (0.0, False), (0.001, False), (0.999, False), (1.0, False), (3600.0, False),  # from exp on: refused
+])
+def test_a_token_is_accepted_until_the_second_it_expires_and_refused_from_it(ctx, monkeypatch, offset, accepted):
+    """No leeway (README, Access tokens): `exp` is the first second a token is refused, whatever
+    the fraction of a second the clock reads, on every path that verifies tokens."""
+    settings = ctx.config["SETTINGS"]
+    issued_at = int(time.time())
+    monkeypatch.setattr(token_module, "clock", FixedClock(issued_at + 0.25))
+    generator = AccessTokenGenerator(issuer=settings.ISSUER, audience=settings.AUDIENCE, access_ttl=60)
+    org = make_org()
+    client = make_client(org, redirect_uris=())
+    token = generator("client_credentials", client_service.get_active_client(client.client_id),
+                      include_refresh_token=False)["access_token"]
+    exp = issued_at + 60
+    monkeypatch.setattr(token_module, "clock", FixedClock(exp + offset))
+    assert (decode_access_token(token) is not None) is accepted
+    assert (principal_for_access_token(token) is not None) is accepted
+    # Introspection reports the expiry itself: the claims stay readable either way.
+    assert decode_access_token(token, check_expiry=False)["exp"] == exp
