@@ -1,19 +1,32 @@
-"""Single use under contention: two processes redeem one code (or one refresh token) at once."""
+"""Single use under contention: 2 and 20 callers redeem one code (or one refresh token) at
+once; a key deleted while 8 clients use it stops at once."""
 
 from __future__ import annotations
 
 import threading
+import time
 
+import pytest
 import requests
 
-from tests.factories import REDIRECT_URI, Browser, callback_params, make_client, make_org, make_user
+from tests.factories import (
+    REDIRECT_URI,
+    Browser,
+    bearer,
+    callback_params,
+    make_api_key,
+    make_client,
+    make_org,
+    make_user,
+)
 
-ROUNDS = 6
+# (callers, rounds): two callers often, twenty a few times (the test server serves 8 at once).
+RACES = [(2, 6), (20, 3)]
 
 
-def race(url: str, data: dict, auth: tuple[str, str]) -> list[requests.Response]:
-    """Fire two identical POSTs as close together as two threads can."""
-    barrier = threading.Barrier(2)
+def race(url: str, data: dict, auth: tuple[str, str], callers: int = 2) -> list[requests.Response]:
+    """Fire identical POSTs as close together as ``callers`` threads can."""
+    barrier = threading.Barrier(callers)
     results: list[requests.Response] = []
     lock = threading.Lock()
 
@@ -24,13 +37,21 @@ def race(url: str, data: dict, auth: tuple[str, str]) -> list[requests.Response]
         with lock:
             results.append(response)
 
-    threads = [threading.Thread(target=fire) for _ in range(2)]
+    threads = [threading.Thread(target=fire) for _ in range(callers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    assert len(results) == 2
+    assert len(results) == callers
     return results
+
+
+def one_winner(results: list[requests.Response]) -> dict:
+    """Exactly one 200; every other answer invalid_grant (never a 5xx or a serialization error)."""
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [200] + [400] * (len(results) - 1), [r.text[:200] for r in results]
+    assert all(r.json()["error"] == "invalid_grant" for r in results if r.status_code == 400)
+    return next(r for r in results if r.status_code == 200).json()
 
 
 def fresh_code(live, browser, client) -> str:
@@ -42,43 +63,73 @@ def fresh_code(live, browser, client) -> str:
     return callback_params(page)["code"]
 
 
-def test_double_code_redemption_has_exactly_one_winner(live):
+@pytest.mark.parametrize(("callers", "rounds"), RACES)
+def test_concurrent_code_redemptions_have_exactly_one_winner(live, callers, rounds):
     org = make_org()
     user = make_user(org)
     client = make_client(org)
     browser = Browser(live.url)
     browser.login(user.email)
     auth = (client.client_id, client.client_secret)
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         code = fresh_code(live, browser, client)
-        results = race(f"{live.url}/oauth/token",
-                       {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI}, auth)
-        statuses = sorted(r.status_code for r in results)
-        assert statuses == [200, 400], [r.text for r in results]
-        loser = next(r for r in results if r.status_code == 400)
-        assert loser.json()["error"] == "invalid_grant"
-        # The loser is a replay: what the winner got is revoked (RFC 6749 §4.1.2).
-        winner = next(r for r in results if r.status_code == 200).json()
+        winner = one_winner(race(f"{live.url}/oauth/token", {"grant_type": "authorization_code", "code": code,
+                                                              "redirect_uri": REDIRECT_URI}, auth, callers))
+        # The losers are replays: what the winner got is revoked (RFC 6749 §4.1.2).
         me = requests.get(f"{live.url}/v1/me", headers={"Authorization": f"Bearer {winner['access_token']}"})
         assert me.status_code == 401
 
 
-def test_double_refresh_has_exactly_one_winner_and_revokes_the_family(live):
+@pytest.mark.parametrize(("callers", "rounds"), RACES)
+def test_concurrent_refreshes_have_exactly_one_winner_and_revoke_the_family(live, callers, rounds):
     org = make_org()
     user = make_user(org)
     client = make_client(org)
     browser = Browser(live.url)
     browser.login(user.email)
     auth = (client.client_id, client.client_secret)
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         code = fresh_code(live, browser, client)
         token = requests.post(f"{live.url}/oauth/token", auth=auth, data={
             "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI}).json()
-        results = race(f"{live.url}/oauth/token",
-                       {"grant_type": "refresh_token", "refresh_token": token["refresh_token"]}, auth)
-        statuses = sorted(r.status_code for r in results)
-        assert statuses == [200, 400], [r.text for r in results]
-        winner = next(r for r in results if r.status_code == 200).json()
+        winner = one_winner(race(f"{live.url}/oauth/token", {"grant_type": "refresh_token",
+                                                              "refresh_token": token["refresh_token"]},
+                                 auth, callers))
         follow = requests.post(f"{live.url}/oauth/token", auth=auth, data={
             "grant_type": "refresh_token", "refresh_token": winner["refresh_token"]})
         assert follow.json()["error"] == "invalid_grant"
+
+
+def test_a_key_deleted_while_eight_clients_use_it_is_refused_from_that_moment(live):
+    org = make_org()
+    key, plaintext = make_api_key(org, scopes="migrations:read")
+    _, admin = make_api_key(org)
+    deleted_at: list[float] = []
+    answers: list[tuple[float, int]] = []  # (when the request was sent, its status)
+    lock = threading.Lock()
+    stop = time.monotonic() + 30  # bound: the loop ends after the deletion, or at this time
+
+    def use() -> None:
+        session = requests.Session()
+        while time.monotonic() < stop:
+            sent = time.monotonic()
+            status = session.get(f"{live.url}/v1/me", headers=bearer(plaintext), timeout=10).status_code
+            with lock:
+                answers.append((sent, status))
+            if deleted_at and sent > deleted_at[0] + 0.5:
+                return
+        session.close()
+
+    threads = [threading.Thread(target=use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)  # the key in use (and cached) everywhere
+    assert requests.delete(f"{live.url}/v1/api-keys/{key.id}", headers=bearer(admin)).status_code == 200
+    deleted_at.append(time.monotonic())
+    for thread in threads:
+        thread.join(timeout=40)
+    before = [status for sent, status in answers if sent < deleted_at[0]]
+    after = [status for sent, status in answers if sent > deleted_at[0]]
+    # (A request sent while the DELETE was committing may already be refused.)
+    assert before.count(200) >= 8 and set(before) <= {200, 401}
+    assert after and set(after) == {401}, sorted(set(after))  # nothing accepted once it returned
