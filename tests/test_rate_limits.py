@@ -306,3 +306,38 @@ def test_a_count_started_on_arrival_is_counted_once_whatever_the_route(redis_ser
         seen.append(remaining())
     assert [a - b for a, b in zip(seen, seen[1:], strict=False)] == [2] * 10, seen
     assert seen[-1] == 1000 - 13 - 20
+
+
+@needs_redis
+def test_a_free_key_under_sixteen_connections_is_never_accepted_above_ten_a_second(redis_server, ctx):
+    """16 connections on 2 workers for 2.5 s: each one-second window (told apart by its
+    X-RateLimit-Reset) accepts at most 10, and the key is not held below its limit either."""
+    org = make_org(tier="free")  # 10 a second, 1,000 a day
+    _, key = make_api_key(org)
+    accepted: list[int] = []  # the X-RateLimit-Reset of each 200
+    statuses: list[int] = []
+    lock = threading.Lock()
+    started = time.monotonic()
+    stop = started + 2.5
+
+    def hammer() -> None:
+        session = requests.Session()
+        while time.monotonic() < stop:
+            answer = session.get(f"{redis_server.url}/v1/me", headers=bearer(key), timeout=10)
+            with lock:
+                statuses.append(answer.status_code)
+                if answer.status_code == 200:
+                    accepted.append(int(answer.headers["X-RateLimit-Reset"]))
+            time.sleep(0.05)  # ~300 requests a second in all: well under the daily 1,000
+        session.close()
+
+    threads = [threading.Thread(target=hammer) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    elapsed = time.monotonic() - started
+    assert set(statuses) == {200, 429} and len(statuses) < 1000
+    per_window = {reset: accepted.count(reset) for reset in set(accepted)}
+    assert max(per_window.values()) <= 10, per_window
+    assert 10 * (elapsed - 1) <= len(accepted) <= 10 * (elapsed + 1), (len(accepted), elapsed)
