@@ -174,19 +174,35 @@ def _wait_until_serving(process: subprocess.Popen, url: str, log_path: Path) -> 
     raise RuntimeError(f"gunicorn did not start: {log_path.read_text()}")
 
 
-def stop_server(server: Server) -> None:
-    server.process.terminate()
+def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:
+    """Terminate a child this test started; kill it if it does not exit in ``timeout``."""
+    process.terminate()
     try:
-        server.process.wait(timeout=15)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
+        process.kill()
+        process.wait()
+
+
+def stop_server(server: Server) -> None:
+    stop_process(server.process)
 
 
 @pytest.fixture(scope="session")
 def server(app, settings_overrides, server_port, tmp_path_factory):
     """A real gunicorn (2 workers) on a free loopback port, sharing the test database."""
     running = start_server(settings_overrides, server_port, tmp_path_factory.mktemp("log") / "gunicorn.log")
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture(scope="module")
+def behind_one_proxy(settings_overrides, app, tmp_path_factory):
+    """A server behind one trusted proxy (SENSEI_TRUSTED_PROXIES=1): the client address is the
+    X-Forwarded-For hop the proxy appended."""
+    port = free_port()
+    running = start_server(settings_overrides | {"TRUSTED_PROXIES": 1, "ISSUER": f"http://127.0.0.1:{port}"},
+                           port, tmp_path_factory.mktemp("proxied") / "gunicorn.log")
     yield running
     stop_server(running)
 

@@ -67,21 +67,12 @@ def test_bad_scope_parameters_are_400(live):
     assert answer.status_code == 400 and answer.json()["error"]["param"] == "scope"
 
 
-@pytest.fixture(scope="module")
-def behind_proxy(settings_overrides, app, tmp_path_factory):
-    port = free_port()
-    server = start_server(settings_overrides | {"TRUSTED_PROXIES": 1, "ISSUER": f"http://127.0.0.1:{port}"},
-                          port, tmp_path_factory.mktemp("gateway") / "gunicorn.log")
-    yield server
-    stop_server(server)
-
-
-def test_the_allow_list_sees_the_address_the_trusted_proxy_forwarded(behind_proxy, ctx):
+def test_the_allow_list_sees_the_address_the_trusted_proxy_forwarded(behind_one_proxy, ctx):
     org = make_org()
     key, plaintext = make_api_key(org, scopes="migrations:read")
     key.ip_whitelist = ["203.0.113.0/24"]
     db.session.commit()
-    url = f"{behind_proxy.url}/gateway/check?scope=migrations:read"
+    url = f"{behind_one_proxy.url}/gateway/check?scope=migrations:read"
     assert requests.get(url, headers=bearer(plaintext) | {"X-Forwarded-For": "203.0.113.9"}).status_code == 200
     refused = requests.get(url, headers=bearer(plaintext) | {"X-Forwarded-For": "198.51.100.9"})
     assert refused.status_code == 403 and "198.51.100.9" in refused.json()["error"]["message"]

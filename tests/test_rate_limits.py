@@ -17,7 +17,7 @@ import redis
 import requests
 
 from app.services import orgs as org_service
-from tests.conftest import REDIS_URL, free_port, start_server, stop_server
+from tests.conftest import REDIS_URL, free_port, start_server, stop_process, stop_server
 from tests.factories import audit_written, bearer, make_api_key, make_client, make_org, make_user
 from tests.test_api_keys import envelope
 
@@ -212,12 +212,7 @@ def start_private_redis(port: int, directory) -> subprocess.Popen:
 
 
 def stop_private_redis(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    stop_process(process, timeout=10)
 
 
 @needs_redis

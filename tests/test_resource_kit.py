@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from app.extensions import db
 from app.services import api_keys as key_service
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, stop_process
 from tests.factories import bearer, eventually, make_api_key, make_client, make_org
 
 
@@ -36,15 +36,6 @@ def _wait_for(url: str, process: subprocess.Popen, log: Path) -> None:
         except requests.RequestException:
             time.sleep(0.1)
     raise RuntimeError(f"not serving: {log.read_text(errors='replace')[-3000:]}")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +53,7 @@ def migrations_service(server, tmp_path_factory):
         _wait_for(f"{url}/", process, log)
         yield url
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 def test_api_keys_need_their_scopes_and_see_only_their_organization(migrations_service, live):
@@ -124,10 +115,14 @@ def _status_is(url: str, key: str, status: int) -> None:
 # -- nginx + the gateway check ---------------------------------------------------------------
 
 
-class _Upstream(BaseHTTPRequestHandler):
+class _JsonHandler(BaseHTTPRequestHandler):
+    """A tiny HTTP server's handler: ``answer()`` is sent as JSON to every GET."""
+
+    def answer(self) -> object:
+        raise NotImplementedError
+
     def do_GET(self):  # noqa: N802 (http.server's naming)
-        body = json.dumps({"object": "list", "data": [], "org": self.headers.get("X-Sensei-Org-Id"),
-                           "saw_credential": bool(self.headers.get("Authorization"))}).encode()
+        body = json.dumps(self.answer()).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -136,6 +131,12 @@ class _Upstream(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+class _Upstream(_JsonHandler):
+    def answer(self):
+        return {"object": "list", "data": [], "org": self.headers.get("X-Sensei-Org-Id"),
+                "saw_credential": bool(self.headers.get("Authorization"))}
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +169,7 @@ def nginx(settings_overrides, app, tmp_path_factory):
         _wait_for(f"http://127.0.0.1:{nginx_port}/", process, log)
         yield f"http://127.0.0.1:{nginx_port}"
     finally:
-        _stop(process)
+        stop_process(process)
         upstream.shutdown()
         upstream.server_close()
         stop_server(sensei)
@@ -212,21 +213,13 @@ def test_allow_lists_see_the_client_nginx_forwarded_and_429_keeps_retry_after(ng
     assert limited.json()["error"]["code"] == "rate_limited" and int(limited.headers["Retry-After"]) >= 1
 
 
-class _CountingJwks(BaseHTTPRequestHandler):
+class _CountingJwks(_JsonHandler):
     fetches = 0
     keys: dict = {"keys": []}
 
-    def do_GET(self):  # noqa: N802
+    def answer(self):
         type(self).fetches += 1
-        body = json.dumps(type(self).keys).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        return type(self).keys
 
 
 def test_unknown_kids_refetch_the_jwks_at_most_every_few_seconds():

@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
 import requests
 
-from tests.conftest import free_port, start_server, stop_server
 from tests.factories import bearer, make_api_key, make_org
 
 
-@pytest.fixture(scope="module")
-def proxied(settings_overrides, app, tmp_path_factory):
-    port = free_port()
-    server = start_server(settings_overrides | {"TRUSTED_PROXIES": 1, "ISSUER": f"http://127.0.0.1:{port}"},
-                          port, tmp_path_factory.mktemp("proxied") / "gunicorn.log")
-    yield server
-    stop_server(server)
-
-
-def test_the_trusted_hop_decides_and_a_forged_prefix_changes_nothing(proxied, ctx):
+def test_the_trusted_hop_decides_and_a_forged_prefix_changes_nothing(behind_one_proxy, ctx):
     org = make_org()
     row, key = make_api_key(org, scopes="migrations:read")
     row.ip_whitelist = ["203.0.113.7"]
     from app.extensions import db
 
     db.session.commit()
-    url = f"{proxied.url}/v1/me"
+    url = f"{behind_one_proxy.url}/v1/me"
     # The proxy appended the real client address as the last hop.
     assert requests.get(url, headers=bearer(key) | {"X-Forwarded-For": "203.0.113.7"}).status_code == 200
     assert requests.get(url, headers=bearer(key) | {"X-Forwarded-For": "10.9.9.9, 203.0.113.7"}).status_code == 200

@@ -112,10 +112,6 @@ def _query_value(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def _schema_name(shape: Any) -> str:
-    return shape.__name__
-
-
 def build(app: Flask) -> dict[str, Any]:
     """The document for ``app``'s /v1 routes."""
     settings = app.config["SETTINGS"]
@@ -134,7 +130,7 @@ def build(app: Flask) -> dict[str, Any]:
     for *_, op, _view in documented:
         for shape in (op.response, op.body):
             if shape is not None:
-                shapes[_schema_name(shape)] = shape
+                shapes[shape.__name__] = shape
     adapters: list[tuple[tuple[str, str], Literal["validation"], TypeAdapter[Any]]] = [
         ((name, "validation"), "validation", TypeAdapter(shape)) for name, shape in sorted(shapes.items())]
     _refs, definitions = TypeAdapter.json_schemas(adapters, ref_template=REF)
@@ -196,7 +192,7 @@ def _operation(rule, op: Operation, scope: str | None, query_schemas: dict[str, 
             str(op.status): {
                 "description": op.summary,
                 "headers": success_headers,
-                "content": {"application/json": {"schema": {"$ref": REF.format(model=_schema_name(op.response))}}},
+                "content": {"application/json": {"schema": {"$ref": REF.format(model=op.response.__name__)}}},
             },
         },
     }

@@ -83,12 +83,13 @@ def current_key_record() -> SigningKey | None:
     )
 
 
-def private_pem(record: SigningKey) -> bytes:
+def private_pem(record: SigningKey, secret: str | None = None) -> bytes:
+    """The key's PEM, unsealed with ``secret`` (default: the current app's); SigningKeyMissing if it cannot be."""
     if record.private_key is None:
         raise SigningKeyMissing(f"signing key {record.kid} has no private key: run `sensei init` with its PEM in "
                                 "SENSEI_KEYS_DIR")
     try:
-        return unseal(_secret(), record.kid, record.private_key)
+        return unseal(secret or _secret(), record.kid, record.private_key)
     except UndecryptableKey as error:
         raise SigningKeyMissing(f"{error}: restore the SENSEI_SECRET_KEY the keys were made with") from None
 
@@ -201,12 +202,7 @@ class KeyRing:
             if current is None:
                 raise SigningKeyMissing("no signing key: run `sensei init`")
             if current.kid != self._kid:
-                if current.private_key is None:
-                    raise SigningKeyMissing(f"signing key {current.kid} has no private key: run `sensei init`")
-                try:
-                    pem = unseal(self.secret_key, current.kid, current.private_key)
-                except UndecryptableKey as error:
-                    raise SigningKeyMissing(str(error)) from None
+                pem = private_pem(current, self.secret_key)
                 self._signing_key = RSAKey.import_key(pem, {"kid": current.kid, "alg": "RS256", "use": "sig"})
                 self._kid = current.kid
             public = [json.loads(r.public_jwk) for r in records]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Generator
 from typing import Any
@@ -71,7 +70,6 @@ class Transport:
         self.auth = auth
         self.max_retries = max_retries
         self.client = http_client or httpx.Client(timeout=timeout)
-        self._lock = threading.Lock()
 
     def request(self, method: str, path: str, *, auth: httpx.Auth | tuple[str, str] | None = None,
                 **kwargs: Any) -> httpx.Response:
