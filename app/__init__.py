@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
 from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import PROJECT_ROOT, Settings, load_settings
@@ -112,6 +114,7 @@ def register_extensions(app: Flask) -> None:
 
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     db.init_app(app)
+    app.teardown_appcontext(_end_session)  # teardowns run last-registered first: before Flask-SQLAlchemy's
     if settings.DATABASE_URL.startswith("sqlite:"):
         with app.app_context():
             event.listen(db.engine, "connect", _sqlite_pragmas)
@@ -128,6 +131,18 @@ def register_extensions(app: Flask) -> None:
     )
     init_oauth(app)
     register_invalidation()
+
+
+def _end_session(_error: BaseException | None) -> None:
+    """End the context's session even when its connection died under it (the database stopped
+    mid-request): the rollback that closing sends fails, the answer already made stands, and the
+    pool has discarded the dead connection."""
+    try:
+        db.session.remove()
+    except DBAPIError as error:
+        logging.getLogger("sensei").error("database connection lost while ending a session: %s",
+                                          type(error.orig or error).__name__)
+        db.session.registry.clear()
 
 
 def register_blueprints(app: Flask) -> None:

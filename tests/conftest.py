@@ -7,11 +7,14 @@ Without that variable the PostgreSQL variants are reported as skipped.
 
 from __future__ import annotations
 
+import glob
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -186,6 +189,60 @@ def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:
 
 def stop_server(server: Server) -> None:
     stop_process(server.process)
+
+
+class PrivateCluster:
+    """A PostgreSQL cluster of one test's own, never the machine's shared one: ``initdb`` in a
+    temporary directory, served on a free loopback port, stopped and started at will. The tools
+    run as the ``postgres`` user when the tests run as root (PostgreSQL refuses root)."""
+
+    def __init__(self) -> None:
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        assert found, "PostgreSQL's server tools (/usr/lib/postgresql/*/bin/initdb) are not installed"
+        self.bin = Path(found[-1]).parent
+        self.dir = Path(tempfile.mkdtemp(prefix="sensei-pg-"))
+        self.data = self.dir / "data"
+        self.port = free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        self.running = False
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+
+    def _run(self, tool: str, *args: str) -> None:
+        argv = [str(self.bin / tool), *args]
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=90)
+        assert done.returncode == 0, f"{tool} failed: {done.stdout[-1000:]}{done.stderr[-1000:]}"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"), "-o", options,
+                  "-w", "-t", "60", "start")
+        self.running = True
+
+    def stop(self, mode: str = "fast") -> None:
+        """``fast``: a clean shutdown; ``immediate``: as a crash (recovery from the WAL on start)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+        self.running = False
+
+    def close(self) -> None:
+        try:
+            if self.running:
+                self.stop("immediate")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextmanager
+def private_postgres():
+    cluster = PrivateCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
 
 
 @pytest.fixture(scope="session")

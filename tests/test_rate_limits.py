@@ -216,7 +216,7 @@ def stop_private_redis(process: subprocess.Popen) -> None:
 
 
 @needs_redis
-def test_limits_survive_a_script_flush_and_a_redis_restart(settings_overrides, app, tmp_path_factory, ctx,
+def test_limits_survive_a_script_flush_and_a_redis_stop_and_start(settings_overrides, app, tmp_path_factory, ctx,
                                                          tmp_path):
     port = free_port()
     storage = start_private_redis(port, tmp_path)
@@ -235,13 +235,28 @@ def test_limits_survive_a_script_flush_and_a_redis_restart(settings_overrides, a
         redis.Redis(host="127.0.0.1", port=port).script_flush()  # as after a restart or a failover
         assert all(limits_counted())
 
+        from tests.factories import PASSWORD, Browser
+
+        user = make_user(org)
+        assert Browser(server.url).login(user.email, PASSWORD).status_code == 303
         stop_private_redis(storage)
-        assert not any(limits_counted())  # fails open: served, nothing counted
+        assert not any(limits_counted())  # fails open: served, nothing counted ...
+        assert "rate-limit storage unavailable" in server.log()  # ... with an alarm in the log
+        ready = requests.get(f"{server.url}/readyz", timeout=10)
+        assert ready.status_code == 503 and ready.json()["redis"] == "unavailable"
+        refused = Browser(server.url).login(user.email, PASSWORD)  # sign-in throttling fails closed
+        assert refused.status_code == 503 and "temporarily unavailable" in refused.text
 
         storage = start_private_redis(port, tmp_path)
-        deadline = time.monotonic() + 10
+        back = time.monotonic()
         while not all(limits_counted()):  # each worker reconnects on its next request
-            assert time.monotonic() < deadline
+            assert time.monotonic() - back < 5
+        assert requests.get(f"{server.url}/readyz", timeout=10).status_code == 200
+        assert Browser(server.url).login(user.email, PASSWORD).status_code == 303
+        _, free_key = make_api_key(make_org(tier="free"))  # 10 a second, counted again
+        http = requests.Session()
+        answers = [http.get(me, headers=bearer(free_key), timeout=10).status_code for _ in range(25)]
+        assert answers.count(200) <= 20 and 429 in answers, answers
         # A deletion is still seen at once by every worker (the new Redis's generations).
         _, admin = make_api_key(org)
         deleted = requests.delete(f"{server.url}/v1/api-keys/{key.id}", headers=bearer(admin), timeout=10)

@@ -30,7 +30,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import func, insert, select, tuple_, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from app.errors import ApiError
 from app.extensions import db
@@ -391,14 +391,15 @@ class Sealer:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
+            # The next round retries; entries are safe in the table. Leaving the context ends
+            # the session, even on a connection that died (app._end_session).
             with self.app.app_context():
                 try:
                     seal_pending()
-                except Exception:  # the next round retries; entries are safe in the table
+                except OperationalError as error:  # the database is down or restarting
+                    log.error("audit sealing failed (%s); retrying", type(error.orig or error).__name__)
+                except Exception:
                     log.exception("audit sealing failed")
-                    db.session.rollback()
-                finally:
-                    db.session.remove()
 
 
 # -- reading -----------------------------------------------------------------------------
