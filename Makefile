@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install bench clean
+.PHONY: run test install bench fuzz clean
 
 $(STAMP): pyproject.toml sdk/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ run: $(STAMP)
 ## make test: the whole suite (PostgreSQL/Redis runs too when SENSEI_TEST_DATABASE_URL/REDIS_URL are set)
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+## make fuzz: the long fuzzing runs — schemathesis over /v1/openapi.json (more than 10,000 cases)
+## and hypothesis on the token, revoke, introspect, authorize and sign-in parameters
+fuzz: $(STAMP)
+	SENSEI_FUZZ=full $(BIN)/python -m pytest -s -p no:cacheprovider tests/test_schemathesis.py tests/test_fuzz_oauth.py
 
 ## make bench: Sensei's hot endpoints against bare Flask and node-oidc-provider (bench/README.md);
 ## installs wrk (apt) and oidc-provider@9 (npm, outside the repo) if missing

@@ -142,7 +142,9 @@ def create_org_command(as_json: bool, name: str, tier: str) -> None:
 @click.option("--org", "org_id", required=True, help="Organization id (org_...).")
 @click.option("--role", required=True, help="owner, admin, developer or viewer.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-def create_user_command(as_json: bool, email: str, org_id: str, role: str, password_stdin: bool) -> None:
+@click.option("--name", default=None, help="Display name (the `name` an app reads with the profile scope).")
+def create_user_command(as_json: bool, email: str, org_id: str, role: str, password_stdin: bool,
+                        name: str | None) -> None:
     """Create a user in an organization (the password is read from stdin or prompted)."""
     org_service.get_org(org_id)
     if role not in ("owner", "admin", "developer", "viewer"):
@@ -151,9 +153,9 @@ def create_user_command(as_json: bool, email: str, org_id: str, role: str, passw
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    user = org_service.create_user(org_id=org_id, email=email, password=password, role=role,
+    user = org_service.create_user(org_id=org_id, email=email, password=password, role=role, name=name,
                                    audit=operator_context())
-    _emit(as_json, {"id": user.id, "object": "user", "email": user.email, "org_id": user.org_id,
+    _emit(as_json, {"id": user.id, "object": "user", "email": user.email, "name": user.name, "org_id": user.org_id,
                     "role": user.role, "created_at": _iso(user.created_at)}, [user.id])
 
 
@@ -182,17 +184,23 @@ def create_api_key_command(as_json: bool, org_id: str, name: str, scopes: str, t
 @click.option("--redirect-uri", "redirect_uris", multiple=True, help="Exact redirect URI; repeat for more.")
 @click.option("--scopes", required=True, help="Space-separated scopes the client may request.")
 @click.option("--public", is_flag=True, help="A public client (no secret; PKCE required).")
+@click.option("--grant-type", "grant_types", multiple=True, type=click.Choice(list(client_service.GRANT_TYPES)),
+              help="A grant the client may use; repeat for more. Default: authorization_code and "
+                   "refresh_token with redirect URIs, plus client_credentials unless --public.")
+@click.option("--post-logout-redirect-uri", "post_logout_redirect_uris", multiple=True,
+              help="Where OpenID Connect logout may return the browser (besides the redirect URIs).")
 def create_client_command(as_json: bool, org_id: str, name: str, redirect_uris: tuple[str, ...], scopes: str,
-                          public: bool) -> None:
+                          public: bool, grant_types: tuple[str, ...], post_logout_redirect_uris: tuple[str, ...]) -> None:
     """Register an OAuth client and print its client_id and client_secret."""
     client, secret = client_service.create_client(
         org_id=org_id, name=name, redirect_uris=list(redirect_uris), scopes=scopes.split(), public=public,
+        grant_types=list(grant_types) or None, post_logout_redirect_uris=list(post_logout_redirect_uris),
         audit=operator_context(),
     )
     payload = {"client_id": client.client_id, "client_secret": secret, "object": "oauth_client",
                "name": client.name, "org_id": client.org_id, "public": client.is_public,
-               "redirect_uris": client.redirect_uris, "grant_types": client.grant_types.split(),
-               "scopes": client.scope.split()}
+               "redirect_uris": client.redirect_uris, "post_logout_redirect_uris": client.post_logout_redirect_uris,
+               "grant_types": client.grant_types.split(), "scopes": client.scope.split()}
     lines = [f"client_id:     {client.client_id}"]
     if secret:
         lines.append(f"client_secret: {secret}")

@@ -33,6 +33,7 @@ pytest_plugins = ["tests.browser_support"]  # Chromium fixtures for the browser 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("SENSEI_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("SENSEI_TEST_REDIS_URL")
+FUZZ_FULL = os.environ.get("SENSEI_FUZZ") == "full"  # `make fuzz`: the long fuzzing runs
 KEEP_TABLES = {"signing_keys", "alembic_version"}
 
 

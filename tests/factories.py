@@ -148,3 +148,15 @@ def audit_written(org_id: str, at_least: int, **where) -> int:
 
 def bearer(credential: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {credential}"}
+
+
+def row_counts() -> dict[str, int]:
+    """Rows per table, audit tables aside (refusals are audited): what a rejected request must
+    leave as it was."""
+    from sqlalchemy import func, select
+
+    from app.extensions import db
+
+    db.session.rollback()  # a fresh snapshot
+    return {name: db.session.scalar(select(func.count()).select_from(table)) or 0
+            for name, table in db.metadata.tables.items() if not name.startswith("audit_")}

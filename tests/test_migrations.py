@@ -26,7 +26,7 @@ from app.services.audit import operator_context
 from app.services.orgs import authenticate_user
 from tests.conftest import fresh_database
 
-EARLIER = ["0001", "0002", "0003", "0004"]
+EARLIER = ["0001", "0002", "0003", "0004", "0005"]
 PASSWORD = "an old but long password"
 
 
@@ -62,7 +62,10 @@ def test_init_upgrades_every_earlier_revision_with_its_data(backend, tmp_path, r
             _insert("oauth_clients", client_id="cl_old", org_id="org_old", name="Old client",
                     secret_digest=digest("old-client-secret"), is_public=False, redirect_uris=[],
                     grant_types="client_credentials", scope="migrations:read", created_at=now)
-            _insert("signing_keys", kid=kid, public_jwk=json.dumps(public), created_at=now)
+            # From 0005 on a key signs once activated (its PEM still in the keys directory,
+            # as a 0005 server that had not run `sensei init` since would have it).
+            since = {"activated_at": now} if revision >= "0005" else {}
+            _insert("signing_keys", kid=kid, public_jwk=json.dumps(public), created_at=now, **since)
             _insert("revoked_access_tokens", jti="jti_old", org_id="org_old", expires_at=now + timedelta(hours=1),
                     revoked_at=now, reason="revoked")
             db.session.commit()

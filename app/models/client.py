@@ -20,6 +20,8 @@ class OAuthClient(Base):
     secret_digest: Mapped[str | None] = mapped_column(String(64), default=None)
     is_public: Mapped[bool] = mapped_column(Boolean, default=False)
     redirect_uris: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Where RP-initiated logout may send the browser back to, besides the redirect URIs.
+    post_logout_redirect_uris: Mapped[list[str]] = mapped_column(JSON, default=list)
     grant_types: Mapped[str] = mapped_column(Text)
     scope: Mapped[str] = mapped_column(Text, default="")
     created_by: Mapped[str | None] = mapped_column(String(32), default=None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import Base
@@ -25,6 +25,10 @@ class AuthorizationCode(Base):
     scope: Mapped[str] = mapped_column(Text)
     code_challenge: Mapped[str | None] = mapped_column(String(128), default=None)
     code_challenge_method: Mapped[str | None] = mapped_column(String(10), default=None)
+    # OpenID Connect: the request's nonce, and the sign-in the code came from.
+    nonce: Mapped[str | None] = mapped_column(Text, default=None)
+    auth_time: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    sid: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
@@ -39,6 +43,19 @@ class AuthorizationCode(Base):
 
     def get_scope(self) -> str:
         return self.scope
+
+    # authlib.oidc.core.AuthorizationCodeMixin
+    def get_nonce(self) -> str | None:
+        return self.nonce
+
+    def get_auth_time(self) -> int | None:
+        return int(self.auth_time.timestamp()) if self.auth_time else None
+
+    def get_acr(self) -> None:
+        return None
+
+    def get_amr(self) -> None:
+        return None
 
 
 class RefreshToken(Base):
@@ -57,6 +74,9 @@ class RefreshToken(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # OpenID Connect: the sign-in the grant came from (a refresh's ID token repeats them).
+    auth_time: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    sid: Mapped[str | None] = mapped_column(String(64), default=None)
     # The access token issued together with this refresh token.
     access_jti: Mapped[str] = mapped_column(String(64))
     access_expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -67,6 +87,32 @@ class RefreshToken(Base):
 
     def get_scope(self) -> str:
         return self.scope
+
+
+class DeviceAuthorization(Base):
+    """RFC 8628: a device's pending request. ``device_code`` is kept as a digest; the user
+    code (8 characters, stored without the dash) is what a person types at /device."""
+
+    __tablename__ = "device_authorizations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    device_code_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    user_code: Mapped[str] = mapped_column(String(16), unique=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    client_id: Mapped[str] = mapped_column(ForeignKey("oauth_clients.client_id"), index=True)
+    scope: Mapped[str] = mapped_column(Text)
+    interval: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Set once by the person at /device: "approved" or "denied".
+    decision: Mapped[str | None] = mapped_column(String(10), default=None)
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), default=None)
+    scope_granted: Mapped[str | None] = mapped_column(Text, default=None)
+    auth_time: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    sid: Mapped[str | None] = mapped_column(String(64), default=None)
+    # Single use: set by the conditional UPDATE of the one poll that gets the tokens.
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 class RevokedAccessToken(Base):

@@ -41,7 +41,7 @@ class Client(ClientMixin):
         if not scope:
             return scope_rules.to_string(allowed)
         try:
-            requested = scope_rules.expand(scope_rules.parse(scope))
+            requested = scope_rules.expand(scope_rules.parse(scope, protocol=True))
         except scope_rules.ScopeError:
             return None
         if not requested or not requested <= allowed:

@@ -114,7 +114,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         if not scope:
             return
         try:
-            requested = scope_rules.expand(scope_rules.parse(scope))
+            requested = scope_rules.expand(scope_rules.parse(scope, protocol=True))
         except scope_rules.ScopeError:
             raise InvalidScopeError("Unknown scope requested.") from None
         if not requested or not requested <= frozenset(token.get_scope().split()):
@@ -140,7 +140,10 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     def validate_token_request(self):
         super().validate_token_request()
         client = self.request.client
-        if client.get_allowed_scope(self.request.payload.scope) is None:
+        requested = self.request.payload.scope
+        if requested and set(requested.split()) & scope_rules.PROTOCOL.keys():
+            raise InvalidScopeError("openid, profile and email sign a person in: not with client_credentials.")
+        if client.get_allowed_scope(requested) is None:
             raise InvalidScopeError("The client may not request this scope.")
         if client.service_account_id:
             account = client.account  # a client of a deleted account does not authenticate at all

@@ -77,7 +77,7 @@ class SenseiAuthorizationServer(AuthorizationServer):
     def validate_requested_scope(self, scope: str | None) -> None:
         """Every requested scope must be in the catalogue or be one of its wildcards."""
         try:
-            scope_rules.parse(scope)
+            scope_rules.parse(scope, protocol=True)
         except scope_rules.ScopeError:
             raise InvalidScopeError("Unknown scope requested.") from None
 

@@ -35,7 +35,7 @@ def keyring() -> KeyRing:
 
 def granted_scope(scope: str | None, client: OAuthClient) -> str:
     """Concrete scopes a token carries: the (already bounded) request, or all the client may have."""
-    requested = scope_rules.parse(scope) if scope else client.scope.split()
+    requested = scope_rules.parse(scope, protocol=True) if scope else client.scope.split()
     return scope_rules.to_string(scope_rules.expand(requested))
 
 
@@ -57,6 +57,8 @@ class AccessTokenGenerator:
         include_refresh_token: bool = True,
     ) -> dict[str, Any]:
         scope_string = granted_scope(scope, client)
+        if grant_type == "client_credentials":  # no person: no OpenID Connect scopes
+            scope_string = scope_rules.without_protocol(scope_string)
         now = int(clock())
         ttl = expires_in or self.access_ttl
         jti = base64.urlsafe_b64encode(id_entropy.take(16)).rstrip(b"=").decode()  # as token_urlsafe(16)

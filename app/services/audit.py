@@ -416,6 +416,9 @@ class AuditFilter:
 
 def list_events(*, org_id: str, limit: int, starting_after: str | None, filters: AuditFilter) -> Page:
     """Newest first; each filter has an (org, filter, created_at, id) index to walk."""
+    if any("\x00" in value for value in (filters.action, filters.actor_id) if value):
+        # No entry holds a NUL, and PostgreSQL refuses one in a query: answer as SQLite does.
+        return Page(items=[], has_more=False)
     stmt = select(AuditEvent).where(AuditEvent.org_id == org_id)
     if filters.action:
         stmt = stmt.where(AuditEvent.action == filters.action)

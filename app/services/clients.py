@@ -23,6 +23,14 @@ from app.services.orgs import get_org
 from app.services.principals import OrgSummary
 
 MAX_REDIRECT_URIS = 20
+DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
+# The grants a client may be registered for, by the short name the CLI and the dashboard use.
+GRANT_TYPES: dict[str, str] = {
+    "authorization_code": "authorization_code",
+    "refresh_token": "refresh_token",
+    "client_credentials": "client_credentials",
+    "device_code": DEVICE_CODE,
+}
 MAX_REDIRECT_URI_LENGTH = 2000
 
 
@@ -77,31 +85,35 @@ def new_client(
     public: bool = False,
     created_by: str | None = None,
     service_account_id: str | None = None,
+    grant_types: list[str] | None = None,
+    post_logout_redirect_uris: list[str] | None = None,
 ) -> tuple[OAuthClient, str | None]:
-    """Validate and add a client to the session; the caller commits."""
+    """Validate and add a client to the session; the caller commits.
+
+    ``grant_types`` (short names of GRANT_TYPES) defaults to the code flow with refresh
+    tokens when there are redirect URIs, plus client credentials for a confidential client."""
     get_org(org_id)
     name = (name or "").strip()
     if not name or len(name) > 200 or "\x00" in name:
         raise ApiError("invalid_request", "Name must be 1-200 characters", param="name")
     if len(redirect_uris) > MAX_REDIRECT_URIS:
         raise ApiError("invalid_request", f"At most {MAX_REDIRECT_URIS} redirect URIs", param="redirect_uris")
-    for uri in redirect_uris:
-        problem = redirect_uri_problem(uri)
-        if problem:
-            raise ApiError("invalid_request", f"Redirect URI {uri[:200]!r} {problem}", param="redirect_uris")
-    if public and not redirect_uris:
-        raise ApiError("invalid_request", "A public client needs at least one redirect URI", param="redirect_uris")
+    post_logout_redirect_uris = list(post_logout_redirect_uris or [])
+    for param, uris in (("redirect_uris", redirect_uris), ("post_logout_redirect_uris", post_logout_redirect_uris)):
+        if len(uris) > MAX_REDIRECT_URIS:
+            raise ApiError("invalid_request", f"At most {MAX_REDIRECT_URIS} URIs", param=param)
+        for uri in uris:
+            problem = redirect_uri_problem(uri)
+            if problem:
+                raise ApiError("invalid_request", f"URI {uri[:200]!r} {problem}", param=param)
+    grants = _grant_types(grant_types, redirect_uris=redirect_uris, public=public)
     try:
-        requested = scope_rules.parse(scopes)
+        # A service account's client acts for no person: no OpenID Connect scopes.
+        requested = scope_rules.parse(scopes, protocol=service_account_id is None)
     except scope_rules.ScopeError as error:
         raise ApiError("invalid_request", str(error), param="scopes") from None
     if not requested:
         raise ApiError("invalid_request", "At least one scope is required", param="scopes")
-    grant_types = []
-    if redirect_uris:
-        grant_types += ["authorization_code", "refresh_token"]
-    if not public:
-        grant_types.append("client_credentials")
     secret = None if public else f"cs_{random_base62(43)}"
     client = OAuthClient(
         client_id=f"cl_{random_base62(24)}",
@@ -110,13 +122,35 @@ def new_client(
         secret_digest=digest(secret) if secret else None,
         is_public=public,
         redirect_uris=list(dict.fromkeys(redirect_uris)),
-        grant_types=" ".join(grant_types),
+        post_logout_redirect_uris=list(dict.fromkeys(post_logout_redirect_uris)),
+        grant_types=" ".join(grants),
         scope=" ".join(requested),
         created_by=created_by,
         service_account_id=service_account_id,
     )
     db.session.add(client)
     return client, secret
+
+
+def _grant_types(names: list[str] | None, *, redirect_uris: list[str], public: bool) -> list[str]:
+    if names is None:  # the defaults
+        names = (["authorization_code", "refresh_token"] if redirect_uris else []) + ([] if public else
+                                                                                      ["client_credentials"])
+    unknown = [n for n in names if n not in GRANT_TYPES]
+    if unknown:
+        raise ApiError("invalid_request", f"Unknown grant type {unknown[0][:40]!r}: choose from "
+                       f"{', '.join(GRANT_TYPES)}", param="grant_types")
+    if "authorization_code" in names and not redirect_uris:
+        raise ApiError("invalid_request", "The authorization_code grant needs at least one redirect URI",
+                       param="redirect_uris")
+    if "client_credentials" in names and public:
+        raise ApiError("invalid_request", "A public client cannot use client_credentials", param="grant_types")
+    if public and not names:
+        raise ApiError("invalid_request", "A public client needs a redirect URI or the device_code grant",
+                       param="redirect_uris")
+    if not names:
+        raise ApiError("invalid_request", "At least one grant type is required", param="grant_types")
+    return [GRANT_TYPES[n] for n in dict.fromkeys(names)]
 
 
 def get_active_client(client_id: str | None) -> OAuthClient | None:

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import Consent, OAuthClient
-from app.models.base import new_id, utcnow
+from app.models.base import new_id, sane_id, utcnow
 from app.services import audit as audit_log
 from app.services import scopes as scope_rules
 from app.services import tokens as token_service
@@ -47,6 +47,8 @@ def consents_of_user(user_id: str) -> list[tuple[Consent, OAuthClient]]:
 
 def revoke_consent(*, user_id: str, client_id: str, org_id: str, audit: AuditContext | None = None) -> bool:
     """Forget the consent and revoke every token the app holds for this user."""
+    if not sane_id(client_id):  # from the URL: PostgreSQL refuses a NUL in a query
+        return False
     row = db.session.scalar(select(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id))
     if row is None:
         return False

@@ -65,9 +65,21 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
-def create_user(*, org_id: str, email: str, password: str, role: str,
+def display_name(name: str | None) -> str | None:
+    """A person's optional display name (OpenID Connect's ``name``): trimmed, at most 200
+    printable characters; empty means none."""
+    name = (name or "").strip()
+    if not name:
+        return None
+    if len(name) > 200 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise ApiError("invalid_request", "Name must be at most 200 printable characters", param="name")
+    return name
+
+
+def create_user(*, org_id: str, email: str, password: str, role: str, name: str | None = None,
                 audit: AuditContext | None = None) -> User:
     get_org(org_id)
+    name = display_name(name)
     email = normalize_email(email)
     if not EMAIL_RE.match(email):
         raise ApiError("invalid_request", "Email address is not valid", param="email")
@@ -78,9 +90,17 @@ def create_user(*, org_id: str, email: str, password: str, role: str,
         raise ApiError("invalid_request", problem, param="password")
     if db.session.scalar(select(User.id).where(User.email == email)):
         raise ApiError("conflict", "A user with this email already exists", param="email")
-    user = User(id=new_id("usr"), org_id=org_id, email=email, password_hash=hash_password(password), role=role)
+    user = User(id=new_id("usr"), org_id=org_id, email=email, password_hash=hash_password(password), role=role,
+                name=name)
     db.session.add(user)
     audit_log.record(audit, org_id=org_id, action="users.create", resource=user.id)
+    db.session.commit()
+    return user
+
+
+def set_user_name(*, user: User, name: str | None, audit: AuditContext | None = None) -> User:
+    user.name = display_name(name)
+    audit_log.record(audit, org_id=user.org_id, action="users.update", resource=user.id)
     db.session.commit()
     return user
 

@@ -23,6 +23,13 @@ CATALOGUE: dict[str, str] = {
     "billing:read": "View usage and invoices",
     "billing:write": "Modify billing settings",
 }
+# OpenID Connect's protocol scopes (SPEC §12): an OAuth client may be allowed them, a person
+# approves them on the consent page, an API key never holds them, and /v1 ignores them.
+PROTOCOL: dict[str, str] = {
+    "openid": "Sign you in and know which account is yours",
+    "profile": "See your name",
+    "email": "See your email address",
+}
 RESOURCES: tuple[str, ...] = tuple(dict.fromkeys(s.split(":")[0] for s in CATALOGUE))
 ACTIONS: tuple[str, ...] = ("read", "write")
 ALL: frozenset[str] = frozenset(CATALOGUE)
@@ -65,10 +72,11 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
 }
 
 
-def parse(scope: str | Iterable[str] | None) -> list[str]:
+def parse(scope: str | Iterable[str] | None, *, protocol: bool = False) -> list[str]:
     """Split a space-delimited scope string (RFC 6749 §3.3) or list; de-duplicate, keep order.
 
-    Raises ScopeError naming the first value that is neither a catalogue scope nor a wildcard.
+    Raises ScopeError naming the first value that is neither a catalogue scope nor a wildcard
+    (nor, with ``protocol``, for OAuth clients and their requests, an OpenID Connect scope).
     """
     if scope is None:
         return []
@@ -77,7 +85,9 @@ def parse(scope: str | Iterable[str] | None) -> list[str]:
         raise ScopeError(f"At most {MAX_SCOPES} scopes may be requested")
     result: list[str] = []
     for item in items:
-        if not isinstance(item, str) or (item not in CATALOGUE and item not in WILDCARDS):
+        if isinstance(item, str) and item in PROTOCOL and not protocol:
+            raise ScopeError(f"{item} is a sign-in scope of OAuth apps: API keys never hold it", scope=item)
+        if not isinstance(item, str) or (item not in CATALOGUE and item not in WILDCARDS and item not in PROTOCOL):
             shown = item if isinstance(item, str) and len(item) <= 64 else "a value"
             raise ScopeError(f"Unknown scope: {shown}", scope=shown)
         if item not in result:
@@ -87,10 +97,13 @@ def parse(scope: str | Iterable[str] | None) -> list[str]:
 
 def expand(scopes: Iterable[str]) -> frozenset[str]:
     """Concrete catalogue scopes covered by ``scopes`` (which must already be valid)."""
-    concrete: set[str] = set()
-    for item in scopes:
+    items = list(scopes)
+    concrete: set[str] = {item for item in items if item in PROTOCOL}  # never from a wildcard
+    for item in items:
+        if item in PROTOCOL:
+            continue
         if item == "*":
-            return ALL
+            return frozenset(ALL | concrete)
         resource, _, action = item.partition(":")
         if resource == "*":
             concrete |= _of_action(action)
@@ -102,9 +115,10 @@ def expand(scopes: Iterable[str]) -> frozenset[str]:
 
 
 def to_string(scopes: Iterable[str]) -> str:
-    """Concrete scopes in catalogue order, space-delimited, as tokens carry them."""
+    """Concrete scopes in catalogue order (OpenID Connect's first), space-delimited, as tokens
+    carry them."""
     wanted = set(scopes)
-    return " ".join(s for s in CATALOGUE if s in wanted)
+    return " ".join(s for s in (*PROTOCOL, *CATALOGUE) if s in wanted)
 
 
 def for_role(role: str) -> frozenset[str]:
@@ -125,9 +139,20 @@ def check_grantable(requested: Iterable[str], held: frozenset[str], *, granter_r
 def describe(scopes: Iterable[str]) -> list[tuple[str, str]]:
     """(scope, description) pairs for a consent page, in catalogue order."""
     wanted = set(scopes)
-    return [(s, d) for s, d in CATALOGUE.items() if s in wanted]
+    return [(s, d) for s, d in (*PROTOCOL.items(), *CATALOGUE.items()) if s in wanted]
 
 
 def bound_for_role(scope: str, role: str) -> str:
-    """What a user of ``role`` can actually delegate of a (concrete) scope string."""
-    return to_string(expand(scope.split()) & ROLE_SCOPES[role])
+    """What a user of ``role`` can actually delegate of a (concrete) scope string; OpenID
+    Connect's scopes are about the user themself and bound by no role."""
+    concrete = expand(scope.split())
+    return to_string((concrete & ROLE_SCOPES[role]) | (concrete & PROTOCOL.keys()))
+
+
+def is_openid(scope: str | None) -> bool:
+    return bool(scope) and "openid" in scope.split()  # type: ignore[union-attr]
+
+
+def without_protocol(scope: str) -> str:
+    """The API scopes of a scope string (what a client-credentials token may carry)."""
+    return to_string(expand(scope.split()) & ALL)
