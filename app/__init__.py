@@ -152,12 +152,13 @@ def register_blueprints(app: Flask) -> None:
     from app.web.auth import bp as auth_bp
     from app.web.consent import bp as consent_bp
     from app.web.dashboard import bp as dashboard_bp
+    from app.web.device import bp as device_bp
     from app.web.health import bp as health_bp
 
     csrf.exempt(api_bp)
     csrf.exempt(oauth_bp)
     csrf.exempt(gateway_bp)
-    for blueprint in (api_bp, gateway_bp, oauth_bp, auth_bp, consent_bp, dashboard_bp, health_bp):
+    for blueprint in (api_bp, gateway_bp, oauth_bp, auth_bp, consent_bp, device_bp, dashboard_bp, health_bp):
         app.register_blueprint(blueprint)
 
 

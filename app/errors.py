@@ -76,7 +76,7 @@ def _surface() -> str:
     path = request.path
     if path == "/v1" or path.startswith(("/v1/", "/gateway/")):
         return "api"
-    if path.startswith("/oauth/") and path != "/oauth/authorize":
+    if path.startswith("/oauth/") and path not in ("/oauth/authorize", "/oauth/logout"):
         return "oauth"
     if path.startswith("/.well-known/"):
         return "oauth"

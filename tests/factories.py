@@ -24,9 +24,9 @@ def make_org(name: str = "Acme", tier: str = "enterprise"):
     return org_service.create_org(name=name, tier=tier)
 
 
-def make_user(org, role: str = "owner", email: str | None = None):
+def make_user(org, role: str = "owner", email: str | None = None, name: str | None = None):
     email = email or f"{role}-{secrets.token_hex(4)}@example.com"
-    return org_service.create_user(org_id=org.id, email=email, password=PASSWORD, role=role)
+    return org_service.create_user(org_id=org.id, email=email, password=PASSWORD, role=role, name=name)
 
 
 @dataclass
@@ -37,10 +37,12 @@ class ClientCredentials:
 
 
 def make_client(org, *, scopes: str = "migrations:read migrations:write connections:read",
-                redirect_uris=(REDIRECT_URI,), public: bool = False, created_by: str | None = None):
+                redirect_uris=(REDIRECT_URI,), public: bool = False, created_by: str | None = None,
+                grant_types: list[str] | None = None, post_logout_redirect_uris=()):
     client, secret = client_service.create_client(
         org_id=org.id, name="Test App", redirect_uris=list(redirect_uris), scopes=scopes.split(),
-        public=public, created_by=created_by,
+        public=public, created_by=created_by, grant_types=grant_types,
+        post_logout_redirect_uris=list(post_logout_redirect_uris),
     )
     return ClientCredentials(client.client_id, secret, org.id)
 

@@ -19,7 +19,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import FUZZ_FULL
-from tests.factories import PASSWORD, REDIRECT_URI, Browser, make_client, make_org, make_user, row_counts
+from tests.factories import (
+    PASSWORD,
+    REDIRECT_URI,
+    Browser,
+    make_client,
+    make_org,
+    make_user,
+    row_counts,
+)
 
 pytestmark = pytest.mark.server
 

@@ -88,7 +88,7 @@ def test_deny_returns_access_denied_with_state(live):
     browser.login(user.email)
     denied = browser.decide(browser.authorize(authorize_url(live, client)), "deny")
     params = callback_params(denied)
-    assert params == {"error": "access_denied", "state": "st4te"} | (
+    assert params == {"error": "access_denied", "state": "st4te", "iss": live.url} | (
         {"error_description": params["error_description"]} if "error_description" in params else {})
     assert "code" not in params
 

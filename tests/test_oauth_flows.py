@@ -57,7 +57,8 @@ def test_metadata_and_jwks(live):
     assert meta["issuer"] == live.url
     assert meta["code_challenge_methods_supported"] == ["S256"]
     assert meta["response_types_supported"] == ["code"]
-    assert set(meta["grant_types_supported"]) == {"authorization_code", "client_credentials", "refresh_token"}
+    assert set(meta["grant_types_supported"]) == {"authorization_code", "client_credentials", "refresh_token",
+                                                  "urn:ietf:params:oauth:grant-type:device_code"}
     assert "migrations:read" in meta["scopes_supported"]
     keys = requests.get(meta["jwks_uri"]).json()["keys"]
     assert keys and all(k["kty"] == "RSA" and k["kid"] and "d" not in k for k in keys)

@@ -159,6 +159,19 @@ def test_sign_in_attempts_are_throttled_per_account_and_per_address(redis_server
     assert statuses[-1] == 429 and statuses.count(401) == 4  # 6 + 5 attempts so far, limit 10/min
 
 
+def test_device_codes_typed_at_the_device_page_are_throttled_like_sign_ins(redis_server, ctx):
+    from tests.factories import Browser, http_from
+    from tests.test_device_flow import enter_code
+
+    org = make_org()
+    user = make_user(org)
+    browser = Browser(redis_server.url)
+    browser.http = http_from("127.0.0.2")  # signed in from another address: this test's own sign-in budget
+    assert browser.login(user.email).status_code == 303
+    answers = [enter_code(browser, redis_server, "BCDF-GHJK").status_code for _ in range(6)]
+    assert answers == [400] * 5 + [429]  # 5 a minute per person, as sign-in attempts per account
+
+
 def test_without_redis_limits_are_per_process_and_still_enforced(settings_overrides, app, tmp_path_factory, ctx):
     server = limited_server(settings_overrides, tmp_path_factory)
     try:

@@ -5,7 +5,13 @@ from app.models.audit import AuditChainHead, AuditEvent
 from app.models.client import Consent, OAuthClient
 from app.models.org import ROLES, TIERS, Organization, User, UserSession
 from app.models.service_account import ServiceAccount
-from app.models.token import AuthorizationCode, DeviceAuthorization, RefreshToken, RevokedAccessToken, SigningKey
+from app.models.token import (
+    AuthorizationCode,
+    DeviceAuthorization,
+    RefreshToken,
+    RevokedAccessToken,
+    SigningKey,
+)
 
 __all__ = [
     "ApiKey",

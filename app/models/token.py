@@ -114,6 +114,19 @@ class DeviceAuthorization(Base):
     # Single use: set by the conditional UPDATE of the one poll that gets the tokens.
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
+    # Authlib's DeviceCredentialMixin
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_scope(self) -> str:
+        return self.scope_granted or self.scope
+
+    def get_user_code(self) -> str:
+        return self.user_code
+
+    def is_expired(self) -> bool:
+        return self.expires_at <= utcnow()
+
 
 class RevokedAccessToken(Base):
     """Access tokens are self-contained JWTs; revoking one records its ``jti`` until it expires."""

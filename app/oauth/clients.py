@@ -48,6 +48,13 @@ class Client(ClientMixin):
             return None
         return scope_rules.to_string(requested)
 
+    @property
+    def client_metadata(self) -> dict[str, Any]:
+        """What Authlib's end-session endpoint reads: where logout may return the browser (the
+        client's redirect URIs count, SPEC §12)."""
+        extra = getattr(self.model, "post_logout_redirect_uris", None) or []
+        return {"post_logout_redirect_uris": [*self.model.redirect_uris, *extra]}
+
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return redirect_uri in self.model.redirect_uris  # exact string match, RFC 9700 §4.1.3
 
@@ -56,7 +63,7 @@ class Client(ClientMixin):
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         if self.model.is_public:
-            return method == "none" and endpoint in ("token", "revocation")
+            return method == "none" and endpoint in ("token", "revocation", "device_authorization")
         return method in _TOKEN_METHODS_CONFIDENTIAL
 
     def check_response_type(self, response_type: str) -> bool:

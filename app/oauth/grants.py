@@ -20,6 +20,7 @@ from app.security import ip_rules
 from app.services import audit as audit_log
 from app.services import scopes as scope_rules
 from app.services import tokens as token_service
+from app.web.session import current_sign_in
 
 ALL_CLIENT_AUTH = ["client_secret_basic", "client_secret_post", "none"]
 CONFIDENTIAL_CLIENT_AUTH = ["client_secret_basic", "client_secret_post"]
@@ -68,6 +69,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     def save_authorization_code(self, code, request):
         payload = request.payload.data
         challenge = payload.get("code_challenge")
+        sign_in = current_sign_in()  # the browser's, whose user approved this code
         token_service.save_authorization_code(
             code=code,
             org_id=request.client.org_id,
@@ -79,6 +81,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             code_challenge=challenge,
             code_challenge_method="S256" if challenge else None,
             ttl_seconds=_settings().AUTHORIZATION_CODE_TTL,
+            nonce=payload.get("nonce"),
+            auth_time=sign_in.auth_time if sign_in else None,
+            sid=sign_in.sid if sign_in else None,
         )
 
     def generate_authorization_code(self):

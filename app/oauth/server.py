@@ -8,12 +8,14 @@ from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
 from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidScopeError
+from authlib.oauth2.rfc9207 import IssuerParameter
 from flask import Flask, current_app
 from flask import request as flask_request
 
 from app import metrics
 from app.oauth import client_auth
 from app.oauth.clients import query_client
+from app.oauth.device import DEVICE_CODE, DeviceAuthorizationEndpoint, DeviceCodeGrant
 from app.oauth.endpoints import Introspection, Revocation
 from app.oauth.events import client_context
 from app.oauth.grants import (
@@ -22,6 +24,7 @@ from app.oauth.grants import (
     RateLimitedError,
     RefreshTokenGrant,
 )
+from app.oauth.oidc import CodeIDToken, EndSessionEndpoint, IDToken
 from app.oauth.pkce import StrictCodeChallenge
 from app.oauth.tokens import AccessTokenGenerator
 from app.security import rate_limits
@@ -44,7 +47,17 @@ class LeanOAuth2Request(FlaskOAuth2Request):
         self.payload = FlaskOAuth2Payload(request)
 
 
+class Issuer(IssuerParameter):
+    """RFC 9207: ``iss`` on every authorization response, success or error (the mix-up
+    defence). Applied in ``handle_response``, the one place every redirect passes."""
+
+    def get_issuer(self) -> str:
+        return current_app.config["SETTINGS"].ISSUER
+
+
 class SenseiAuthorizationServer(AuthorizationServer):
+    issuer_parameter = Issuer()
+
     def init_app(self, app: Flask, query_client=query_client, save_token=None) -> None:  # type: ignore[override]
         # Transport security is enforced by our own middleware (HTTPS mode, SPEC §11), which
         # also understands trusted proxies; Authlib's URL-based check would turn into a 500.
@@ -60,11 +73,14 @@ class SenseiAuthorizationServer(AuthorizationServer):
         self.register_client_auth_method("client_secret_basic", client_auth.authenticate_client_secret_basic)
         self.register_client_auth_method("client_secret_post", client_auth.authenticate_client_secret_post)
         self.register_client_auth_method("none", client_auth.authenticate_none)
-        self.register_grant(AuthorizationCodeGrant, [StrictCodeChallenge()])
-        self.register_grant(RefreshTokenGrant)
+        self.register_grant(AuthorizationCodeGrant, [StrictCodeChallenge(), CodeIDToken()])
+        self.register_grant(RefreshTokenGrant, [IDToken()])
         self.register_grant(ClientCredentialsGrant)
+        self.register_grant(DeviceCodeGrant, [IDToken()])
+        self.register_endpoint(DeviceAuthorizationEndpoint)
         self.register_endpoint(Revocation)
         self.register_endpoint(Introspection)
+        self.register_endpoint(EndSessionEndpoint)
 
     def create_oauth2_request(self, request) -> LeanOAuth2Request:
         # The request itself, not Flask's proxy: Authlib reads it many times a request.
@@ -101,7 +117,10 @@ class SenseiAuthorizationServer(AuthorizationServer):
         # Authlib's own encodes with the standard library; ours is Flask's (orjson).
         if isinstance(payload, dict):
             payload = current_app.json.dumps(payload)
-        return current_app.response_class(payload, status=status_code, headers=headers)
+        response = current_app.response_class(payload, status=status_code, headers=headers)
+        if response.location and flask_request.path == "/oauth/authorize":  # an authorization response
+            self.issuer_parameter.add_issuer_parameter(self, response)
+        return response
 
     def send_signal(self, name, *args, **kwargs) -> None:
         pass  # no Flask signal receivers; audit events are recorded by the services
@@ -129,6 +148,22 @@ def save_token_response(token: dict, request) -> None:
             refresh_ttl=refresh_ttl,
             code=request.authorization_code,
             audit=audit,
+            auth_time=request.authorization_code.auth_time,
+            sid=request.authorization_code.sid,
+        )
+    elif grant_type == DEVICE_CODE:
+        device = request.credential
+        token_service.record_issue(
+            access=issued,
+            refresh_token=token.get("refresh_token"),
+            org_id=request.client.org_id,
+            client_id=request.client.client_id,
+            user_id=request.user.id,
+            scope=token["scope"],
+            refresh_ttl=refresh_ttl,
+            audit=audit,
+            auth_time=device.auth_time,
+            sid=device.sid,
         )
     elif grant_type == "refresh_token":
         previous = request.refresh_token
@@ -143,6 +178,8 @@ def save_token_response(token: dict, request) -> None:
             family_id=previous.family_id,
             audit=audit,
             action="oauth.token.refresh",
+            auth_time=previous.auth_time,
+            sid=previous.sid,
         )
 
 

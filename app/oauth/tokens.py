@@ -90,13 +90,18 @@ class AccessTokenGenerator:
         return token
 
 
-def _unverified_kid(token: str) -> object:
-    """The ``kid`` a token claims, read without verifying anything (only to pick a key)."""
+def unverified_header(token: str) -> dict[str, Any]:
+    """A JWT's header, read without verifying anything ({} if it is not one)."""
     try:
         header = json.loads(base64.urlsafe_b64decode(token.split(".", 1)[0] + "=="))
     except (ValueError, TypeError):
-        return None
-    return header.get("kid") if isinstance(header, dict) else None
+        return {}
+    return header if isinstance(header, dict) else {}
+
+
+def _unverified_kid(token: str) -> object:
+    """The ``kid`` a token claims (only to pick a key)."""
+    return unverified_header(token).get("kid")
 
 
 clock = time.time  # the one clock of token verification (tests substitute a controlled one)

@@ -9,6 +9,8 @@ Development serves plain HTTP.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from flask import Flask, redirect, request
 
 from app.errors import ApiError
@@ -19,6 +21,9 @@ HSTS = "max-age=63072000; includeSubDomains"
 def register_https_enforcement(app: Flask) -> None:
     if not app.config["SETTINGS"].production:
         return
+    # Pages are redirected to the issuer's host: the Host header is whatever the client (or a
+    # proxy that does not pass it on) sent.
+    issuer_host = urlsplit(app.config["SETTINGS"].ISSUER).netloc
 
     @app.before_request
     def require_https():
@@ -27,7 +32,8 @@ def register_https_enforcement(app: Flask) -> None:
         path = request.path
         if path.startswith(("/v1", "/oauth/token", "/oauth/revoke", "/oauth/introspect", "/.well-known/")):
             raise ApiError("https_required", "HTTPS is required: send this request to the https:// address")
-        return redirect(request.url.replace("http://", "https://", 1), code=308)
+        url = urlsplit(request.url)
+        return redirect(urlunsplit(("https", issuer_host, url.path, url.query, "")), code=308)
 
     @app.after_request
     def strict_transport_security(response):

@@ -456,6 +456,13 @@ class RateLimiter:
             return False
         return self._login_window(self.login_per_account, f"login-account:{email.strip().lower()[:254]}")
 
+    def check_user_code(self, *, address: str | None, user_id: str) -> bool:
+        """Device user codes typed at /device, limited as sign-in attempts are (a user code is
+        guessable as a password is): fail closed."""
+        if not self._login_window(self.login_per_address, f"device-ip:{address}"):
+            return False
+        return self._login_window(self.login_per_account, f"device-user:{user_id}")
+
 
 def quota_for(tier: str, per_second: int | None, per_day: int | None) -> Quota | None:
     """The tier's quota; Enterprise uses the organization's own limits, unlimited until set."""

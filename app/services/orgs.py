@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from datetime import datetime, timedelta
@@ -134,7 +135,9 @@ def start_session(*, user: User, ttl_seconds: int) -> str:
     return session_id
 
 
-def user_for_session(session_id: str | None) -> User | None:
+def signed_in(session_id: str | None) -> tuple[User, UserSession] | None:
+    """The active user of a live session, with the session (its ``created_at`` is the time
+    the user signed in)."""
     if not session_id or not isinstance(session_id, str) or len(session_id) > 100:
         return None
     row = db.session.get(UserSession, digest(session_id))
@@ -142,7 +145,18 @@ def user_for_session(session_id: str | None) -> User | None:
     if row is None or row.revoked_at is not None or row.expires_at <= now:
         return None
     user = db.session.get(User, row.user_id)
-    return user if user is not None and user.deleted_at is None else None
+    return (user, row) if user is not None and user.deleted_at is None else None
+
+
+def user_for_session(session_id: str | None) -> User | None:
+    found = signed_in(session_id)
+    return found[0] if found else None
+
+
+def public_session_id(row: UserSession) -> str:
+    """The session's id as relying parties see it (OpenID Connect ``sid``): derived from the
+    stored digest, never the cookie's secret."""
+    return hashlib.sha256(b"sensei-sid:" + row.id_digest.encode()).hexdigest()[:32]
 
 
 def end_session(session_id: str | None) -> None:

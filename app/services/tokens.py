@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.extensions import db
-from app.models import AuthorizationCode, RefreshToken, RevokedAccessToken
+from app.models import AuthorizationCode, DeviceAuthorization, RefreshToken, RevokedAccessToken
 from app.models.base import affected_rows, new_id, utcnow
 from app.security.digests import digest
 from app.services import audit as audit_log
@@ -52,6 +52,9 @@ def save_authorization_code(
     code_challenge: str | None,
     code_challenge_method: str | None,
     ttl_seconds: int,
+    nonce: str | None = None,
+    auth_time: datetime | None = None,
+    sid: str | None = None,
 ) -> AuthorizationCode:
     row = AuthorizationCode(
         id=new_id("code"),
@@ -63,11 +66,20 @@ def save_authorization_code(
         scope=scope,
         code_challenge=code_challenge,
         code_challenge_method=code_challenge_method,
+        nonce=nonce,
+        auth_time=auth_time,
+        sid=sid,
         expires_at=utcnow() + timedelta(seconds=ttl_seconds),
     )
     db.session.add(row)
     db.session.commit()
     return row
+
+
+def nonce_used(*, client_id: str, nonce: str) -> bool:
+    """Whether a code of this client already carried ``nonce`` (a replayed request)."""
+    return db.session.scalar(select(AuthorizationCode.id).where(
+        AuthorizationCode.client_id == client_id, AuthorizationCode.nonce == nonce).limit(1)) is not None
 
 
 def find_authorization_code(code: str, client_id: str, audit: AuditContext | None = None) -> AuthorizationCode | None:
@@ -141,6 +153,8 @@ def record_issue(
     code: AuthorizationCode | None = None,
     audit: AuditContext | None = None,
     action: str = "oauth.token.issue",
+    auth_time: datetime | None = None,
+    sid: str | None = None,
 ) -> None:
     """Persist what a token response carries and audit it, then commit (closing the claim's
     transaction)."""
@@ -158,6 +172,8 @@ def record_issue(
                 expires_at=utcnow() + timedelta(seconds=refresh_ttl),
                 access_jti=access.jti,
                 access_expires_at=access.expires_at,
+                auth_time=auth_time,
+                sid=sid,
             )
         )
     if code is not None:
@@ -281,6 +297,8 @@ def prune(now: datetime | None = None) -> dict[str, int]:
         ("authorization_codes", delete(AuthorizationCode).where(AuthorizationCode.expires_at < now - timedelta(days=1))),
         ("refresh_tokens", delete(RefreshToken).where(RefreshToken.expires_at < now)),
         ("revoked_access_tokens", delete(RevokedAccessToken).where(RevokedAccessToken.expires_at < now)),
+        ("device_authorizations",
+         delete(DeviceAuthorization).where(DeviceAuthorization.expires_at < now - timedelta(days=1))),
     ):
         counts[name] = affected_rows(db.session.execute(stmt))
     db.session.commit()

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 
+from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import Blueprint, redirect, render_template, request, url_for
 
 from app import metrics
+from app.extensions import csrf
 from app.oauth.events import user_context
+from app.oauth.server import authorization_server
 from app.security.passwords import PasswordCheckBusy
 from app.security.rate_limits import LimiterUnavailable, limiter
 from app.services import audit as audit_log
@@ -37,6 +40,9 @@ def login():
     form = LoginForm()
     if request.method == "GET":
         form.next.data = safe_next(request.args.get("next"))
+        hint = request.args.get("login_hint", "")
+        if hint and len(hint) <= 254 and "@" in hint:  # OpenID Connect's login_hint: an email to prefill
+            form.email.data = hint
         return render_template("login.html", form=form)
     if not form.validate_on_submit():
         return render_template("login.html", form=form, error=_form_error(form)), 400
@@ -77,6 +83,29 @@ def logout():
     if request.method == "POST":
         return render_template("logout.html", form=form, error="The form expired; try again."), 400
     return render_template("logout.html", form=form)
+
+
+@bp.route("/oauth/logout", methods=["GET", "POST"])
+@csrf.exempt  # the relying party's request (OpenID Connect RP-Initiated Logout 1.0)
+def end_session():
+    """Sign out at an app's request. With a valid ``id_token_hint`` of the signed-in user the
+    session ends at once and the browser goes back to ``post_logout_redirect_uri`` (only if
+    registered exactly for the token's client) with ``state``; otherwise the person confirms
+    on the sign-out page and nobody is redirected anywhere."""
+    server = authorization_server()
+    try:
+        ended = server.validate_endpoint_request("end_session")
+    except OAuth2Error:
+        ended = None  # a hint that is not an ID token of ours
+    claims = ended.id_token_claims if ended is not None else None
+    user = current_user()
+    if claims is None or (user is not None and claims.get("sub") != user.id):
+        return redirect(url_for("auth.logout"), code=303)
+    if user is not None:
+        audit_log.record_now(user_context(user), org_id=user.org_id, action="oidc.logout",
+                             resource=ended.client.client_id if ended.client else user.id)
+    sign_out()
+    return server.create_endpoint_response("end_session", ended) or redirect(url_for("auth.login"), code=303)
 
 
 def _form_error(form: LoginForm) -> str:

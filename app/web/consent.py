@@ -1,10 +1,17 @@
 """The authorization endpoint and its consent page (RFC 6749 §3.1, §4.1.1-4.1.2.1).
 
 Client and redirect URI are checked before anything else: while either is unknown the
-browser gets an error page, never a redirect (RFC 6749 §4.1.2.1, RFC 9700 §4.11).
+browser gets an error page, never a redirect (RFC 6749 §4.1.2.1, RFC 9700 §4.11). Every
+redirect back to the app carries ``iss`` (RFC 9207; added by the authorization server).
+
+OpenID Connect's parameters: ``prompt`` (none, login, consent), ``max_age``, ``login_hint``
+and ``nonce`` (kept with the code for the ID token).
 """
 
 from __future__ import annotations
+
+import time
+from urllib.parse import urlencode
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import Blueprint, redirect, render_template, request, url_for
@@ -19,7 +26,7 @@ from app.services import audit as audit_log
 from app.services import consents as consent_service
 from app.services import scopes as scope_rules
 from app.web.forms import ConfirmForm
-from app.web.session import current_user
+from app.web.session import current_sign_in, current_user
 
 bp = Blueprint("consent", __name__)
 
@@ -51,17 +58,24 @@ def authorize():
     if request.args.get("response_type") != "code":
         # Answered here: Authlib would copy the untrusted value into its error description.
         return _redirect_error(redirect_uri, "unsupported_response_type", "Only response_type=code is supported.")
+    prompts = set((request.args.get("prompt") or "").split())
+    if "none" in prompts and len(prompts) > 1:
+        return _redirect_error(redirect_uri, "invalid_request", "prompt=none cannot be combined with other values.")
+    max_age = request.args.get("max_age")
+    if max_age is not None and not (max_age.isascii() and max_age.isdigit() and len(max_age) <= 10):
+        return _redirect_error(redirect_uri, "invalid_request", "max_age must be a number of seconds.")
     user = current_user()
     try:
         grant = server.get_consent_grant(end_user=user)
     except OAuth2Error as error:
         return server.handle_error_response(None, error)
 
-    prompt = request.args.get("prompt")
-    if user is None:
-        if prompt == "none":
-            return _redirect_error(redirect_uri, "login_required", "The user is not signed in.")
-        return redirect(url_for("auth.login", next=request.full_path))
+    sign_in = current_sign_in()
+    stale = sign_in is not None and max_age is not None and time.time() - sign_in.auth_time.timestamp() > int(max_age)
+    if user is None or "login" in prompts or stale:
+        if "none" in prompts:
+            return _redirect_error(redirect_uri, "login_required", "The user must sign in.")
+        return _sign_in_first()
     if user.org_id != client.org_id:
         return _redirect_error(redirect_uri, "access_denied", "This application belongs to another organization.")
     granted = scope_rules.bound_for_role(grant.request.scope, user.role)
@@ -70,11 +84,25 @@ def authorize():
 
     if request.method == "POST":
         return _decide(server, grant, user, granted)
-    if prompt != "consent" and consent_service.covers(user_id=user.id, client_id=client.client_id, scope=granted):
+    if "consent" not in prompts and consent_service.covers(user_id=user.id, client_id=client.client_id,
+                                                            scope=granted):
         return server.create_authorization_response(grant=grant, grant_user=user)
-    if prompt == "none":
+    if "none" in prompts:
         return _redirect_error(redirect_uri, "consent_required", "The user has not approved this application.")
     return _render_consent(client, user, grant.request.scope, granted)
+
+
+def _sign_in_first():
+    """To the sign-in page, then back here. ``prompt=login`` and ``max_age`` are what sent the
+    browser there: the way back drops them (the sign-in that follows satisfies both, and
+    ``auth_time`` will say when it was), so that it does not loop."""
+    prompts = [p for p in (request.args.get("prompt") or "").split() if p != "login"]
+    args = [(k, v) for k, v in request.args.items(multi=True) if k not in ("prompt", "max_age")]
+    if prompts:
+        args.append(("prompt", " ".join(prompts)))
+    back = f"{request.path}?{urlencode(args)}"
+    hint = request.args.get("login_hint")
+    return redirect(url_for("auth.login", next=back, login_hint=hint or None))
 
 
 def _decide(server, grant, user: User, granted: str):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from flask import current_app, g, session
@@ -13,8 +15,8 @@ from app.services import orgs as org_service
 _NULL_SESSION = NullSession()
 
 # Bearer-authenticated surfaces: no browser session is read or written there.
-STATELESS_PATHS = ("/v1/", "/oauth/token", "/oauth/revoke", "/oauth/introspect", "/.well-known/", "/healthz", "/readyz",
-                   "/metrics", "/gateway/")
+STATELESS_PATHS = ("/v1/", "/oauth/token", "/oauth/revoke", "/oauth/introspect", "/oauth/userinfo",
+                   "/oauth/device_authorization", "/.well-known/", "/healthz", "/readyz", "/metrics", "/gateway/")
 
 
 class PageSessionInterface(SecureCookieSessionInterface):
@@ -30,10 +32,26 @@ class PageSessionInterface(SecureCookieSessionInterface):
         return _NULL_SESSION  # read-only (every change raises), so one serves every request
 
 
+@dataclass(frozen=True)
+class SignIn:
+    """When the browser's user signed in, and the session's public id (OpenID Connect's
+    ``auth_time`` and ``sid``)."""
+
+    auth_time: datetime
+    sid: str
+
+
 def current_user() -> User | None:
     if "user" not in g:
-        g.user = org_service.user_for_session(session.get("sid"))
+        found = org_service.signed_in(session.get("sid"))
+        g.user = found[0] if found else None
+        g.sign_in = SignIn(found[1].created_at, org_service.public_session_id(found[1])) if found else None
     return g.user
+
+
+def current_sign_in() -> SignIn | None:
+    current_user()
+    return g.sign_in
 
 
 def sign_in(user: User) -> None:
@@ -46,13 +64,13 @@ def sign_in(user: User) -> None:
     session["sid"] = org_service.start_session(
         user=user, ttl_seconds=current_app.config["SETTINGS"].SESSION_TTL
     )
-    g.user = user
+    g.pop("user", None)  # read again (with its sign-in) when asked
 
 
 def sign_out() -> None:
     org_service.end_session(session.get("sid"))
     session.clear()
-    g.user = None
+    g.user, g.sign_in = None, None
 
 
 def safe_next(target: str | None, default: str = "/") -> str:
