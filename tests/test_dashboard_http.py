@@ -221,3 +221,31 @@ def test_audit_log_load_more_follows_the_cursor(live):
     second = browser.http.get(f"{live.url}{more.group(1).replace('&amp;', '&')}").text
     rest = re.findall(r"/dashboard/audit/(log_[0-9A-Za-z]+)", second)
     assert len(rest) == 5 and not set(rest) & set(ids) and "Load more" not in second
+
+
+def test_register_a_sign_in_and_device_app_then_name_yourself(live):
+    org = make_org()
+    user = make_user(org)
+    browser = signed_in(live, user)
+    created = post_form(browser, "/dashboard/apps/new", {
+        "name": "mycli", "redirect_uris": "", "client_type": "public", "grant_types": ["device_code"],
+        "sign_in_scopes": ["openid", "email"], "scopes": ["migrations:read"],
+        "post_logout_redirect_uris": "https://cli.example.com/bye"})
+    assert created.status_code == 200, created.text
+    client_id = re.search(r'id="client-id" value="(cl_[0-9A-Za-z]+)"', created.text).group(1)
+    listed = browser.http.get(f"{live.url}/dashboard/apps").text
+    assert "<code>device_code</code>" in listed and "https://cli.example.com/bye" in listed
+    started = requests.post(f"{live.url}/oauth/device_authorization",
+                            data={"client_id": client_id, "scope": "openid email migrations:read"})
+    assert started.status_code == 200, started.text
+    refused = post_form(browser, "/dashboard/apps/new", {
+        "name": "bad", "redirect_uris": "", "client_type": "public", "grant_types": ["client_credentials"],
+        "scopes": ["migrations:read"]})
+    assert refused.status_code == 400 and "public client cannot use client_credentials" in refused.text
+
+    assert post_form(browser, "/dashboard/profile", {"name": "  Ada Lovelace "}).status_code == 303
+    assert "Ada Lovelace" in browser.http.get(f"{live.url}/dashboard/profile").text
+    assert post_form(browser, "/dashboard/members", {"email": "grace@example.com", "name": "Grace Hopper",
+                                                     "role": "developer", "password": PASSWORD}).status_code == 303
+    members = browser.http.get(f"{live.url}/dashboard/members").text
+    assert "Grace Hopper" in members and "Ada Lovelace" in members

@@ -205,9 +205,10 @@ def _owners_left(org_id: str, without: str) -> int:
     return len([u for u in members_of(org_id) if u.role == "owner" and u.id != without])
 
 
-def add_member(*, actor: User, email: str, password: str, role: str, audit: AuditContext | None = None) -> User:
+def add_member(*, actor: User, email: str, password: str, role: str, name: str | None = None,
+               audit: AuditContext | None = None) -> User:
     _check_role_change(actor, role)
-    return create_user(org_id=actor.org_id, email=email, password=password, role=role, audit=audit)
+    return create_user(org_id=actor.org_id, email=email, password=password, role=role, name=name, audit=audit)
 
 
 def change_role(*, actor: User, user_id: str, role: str, audit: AuditContext | None = None) -> User:

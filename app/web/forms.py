@@ -65,12 +65,31 @@ class ApiKeyEditForm(FlaskForm):
     ip_whitelist = TextAreaField("IP allow-list (one address or CIDR range per line)")
 
 
+class Checkboxes(SelectMultipleField):
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+
+GRANT_CHOICES = [
+    ("authorization_code", "Authorization code (people sign in and approve; needs a redirect URI)"),
+    ("refresh_token", "Refresh tokens"),
+    ("client_credentials", "Client credentials (the app acts as itself; confidential only)"),
+    ("device_code", "Device code (command-line tools and TVs: the person approves at /device)"),
+]
+
+
 class ClientForm(FlaskForm):
     name = StringField("Application name", validators=[DataRequired(), Length(max=200)])
     redirect_uris = TextAreaField("Redirect URIs (one per line; leave empty for client credentials only)")
     client_type = RadioField("Client type", choices=[("confidential", "Confidential (has a secret)"),
                                                      ("public", "Public (no secret, PKCE)")], default="confidential")
+    grant_types = Checkboxes("Grant types (none checked: authorization code and refresh tokens with redirect "
+                             "URIs, plus client credentials for a confidential app)", choices=GRANT_CHOICES)
+    sign_in_scopes = Checkboxes("Sign-in scopes (OpenID Connect)",
+                                choices=[(s, f"{s} — {d}") for s, d in scope_rules.PROTOCOL.items()])
     scopes = ScopeField("Allowed scopes")
+    post_logout_redirect_uris = TextAreaField("Post-logout redirect URIs (optional, one per line: where "
+                                              "OpenID Connect logout may return; the redirect URIs count too)")
 
 
 class ServiceAccountForm(FlaskForm):
@@ -86,8 +105,14 @@ class ServiceAccountYamlForm(FlaskForm):
 
 class MemberForm(FlaskForm):
     email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
+    name = StringField("Name (optional)", validators=[Optional(), Length(max=200)])
     role = SelectField("Role", choices=[(r, r.capitalize()) for r in ROLES], default="developer")
     password = PasswordField("Initial password (12+ characters)", validators=[DataRequired(), Length(max=1024)])
+
+
+class ProfileForm(FlaskForm):
+    name = StringField("Display name (what apps you sign in to see with the profile scope)",
+                       validators=[Optional(), Length(max=200)])
 
 
 class RoleForm(FlaskForm):

@@ -27,6 +27,7 @@ NAV = [
     ("dashboard.service_accounts", "Service accounts", "admin:read"),
     ("dashboard.audit", "Audit log", "admin:read"),
     ("dashboard.authorized_apps", "Authorized apps", None),
+    ("dashboard.profile", "Your profile", None),
     ("dashboard.organization", "Organization", "admin:read"),
     ("dashboard.members", "Members", "admin:write"),
 ]

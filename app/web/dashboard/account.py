@@ -1,4 +1,5 @@
-"""Authorized apps (every user), the organization, and its members (owners and admins)."""
+"""Authorized apps and the profile (every user), the organization, and its members (owners
+and admins)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from app.services import consents as consent_service
 from app.services import orgs as org_service
 from app.services import scopes as scope_rules
 from app.web.dashboard import actor, audit, bp, page, render, show_error
-from app.web.forms import ConfirmForm, MemberForm, RoleForm
+from app.web.forms import ConfirmForm, MemberForm, ProfileForm, RoleForm
 
 
 @bp.get("/authorized-apps")
@@ -33,6 +34,20 @@ def revoke_authorized_app(client_id: str):
                   back=url_for("dashboard.authorized_apps"))
 
 
+@bp.route("/profile", methods=["GET", "POST"])
+@page()
+def profile():
+    user = actor()
+    form = ProfileForm(data={"name": user.name})
+    if form.validate_on_submit():
+        try:
+            org_service.set_user_name(user=user, name=form.name.data, audit=audit())
+            return redirect(url_for("dashboard.profile"), code=303)
+        except ApiError as error:
+            show_error(form, error)
+    return render("profile.html", 400 if form.errors or form.form_errors else 200, form=form, person=user)
+
+
 @bp.get("/organization")
 @page("admin:read")
 def organization():
@@ -48,7 +63,7 @@ def members():
     if form.validate_on_submit():
         try:
             org_service.add_member(actor=actor(), email=form.email.data, password=form.password.data,
-                                   role=form.role.data, audit=audit())
+                                   role=form.role.data, name=form.name.data, audit=audit())
             return redirect(url_for("dashboard.members"), code=303)
         except ApiError as error:
             show_error(form, error)

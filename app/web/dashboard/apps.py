@@ -25,8 +25,10 @@ def new_app():
         try:
             client, secret = client_service.create_client(
                 org_id=g.principal.org_id, name=form.name.data, redirect_uris=lines(form.redirect_uris.data),
-                scopes=form.scopes.data, public=form.client_type.data == "public", created_by=g.principal.id,
-                audit=audit(),
+                scopes=[*form.sign_in_scopes.data, *form.scopes.data], public=form.client_type.data == "public",
+                grant_types=form.grant_types.data or None,
+                post_logout_redirect_uris=lines(form.post_logout_redirect_uris.data),
+                created_by=g.principal.id, audit=audit(),
             )
             return render("app_created.html", client=client, secret=secret)
         except ApiError as error:
