@@ -146,12 +146,12 @@ def test_postgresql_stopped_and_started_under_load(tmp_path):
             assert "Traceback" not in text and "psycopg" not in text
 
             # Back within the budget: from some moment on, every path answers 2xx.
-            recovered = {}
+            recovered = {}  # seconds from the database's return (pg_ctl start done) to the last failure
             for path in ("me", "token", "create"):
-                after = [(at, status) for p, at, status, _ in load.between(up_at, float("inf")) if p == path]
-                last_failure = max((at for at, status in after if status >= 300), default=up_at)
+                after = [(at, status) for p, at, status, _ in load.between(restart_at, float("inf")) if p == path]
+                last_failure = max((at for at, status in after if status >= 300), default=restart_at)
                 assert any(at > last_failure for at, _ in after), f"{path} never recovered"
-                recovered[path] = last_failure - up_at
+                recovered[path] = max(0.0, last_failure - up_at)
             assert max(recovered.values()) <= RECOVERY_BUDGET, recovered
 
             # Nothing acknowledged is lost.
@@ -172,6 +172,10 @@ def test_postgresql_stopped_and_started_under_load(tmp_path):
                     time.sleep(0.1)
                 assert written == served, (written, served)
                 assert audit_log.verify_chain(org_id=org_id)["problems"] == []
+            print(f"PostgreSQL down {DOWN_SECONDS} s under load: {len(during)} answers while down, all 503; "
+                  f"pg_ctl start took {up_at - restart_at:.1f} s, every path answered 2xx within "
+                  f"{max(recovered.values()):.2f} s of its return; "
+                  f"{len(created)} keys created and {served} reads audited, none lost")
 
             # The refresh token rotated before the outage is still refused; its successor works.
             again = requests.post(f"{server.url}/oauth/token", auth=auth, data={

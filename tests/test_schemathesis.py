@@ -22,7 +22,7 @@ from tests.factories import make_client, make_org, row_counts
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
           "response_headers_conformance,response_schema_conformance,negative_data_rejection")
 # (examples per operation, cases at least) of each run: `make test`'s share, or `make fuzz`.
-ALL_DATA = (1_000, 10_000) if FULL else (25, 300)
+ALL_DATA = (1_100, 10_000) if FULL else (25, 300)
 INVALID_DATA = (300, 3_000) if FULL else (10, 100)
 
 
