@@ -24,7 +24,7 @@ from authlib.oauth2.rfc8628 import DeviceCodeGrant as AuthlibDeviceCodeGrant
 from flask import current_app
 
 from app.models import DeviceAuthorization, User
-from app.oauth.grants import ALL_CLIENT_AUTH, _active_user
+from app.oauth.grants import ALL_CLIENT_AUTH, active_user
 from app.services import devices
 from app.services.clients import DEVICE_CODE
 
@@ -87,7 +87,7 @@ class DeviceCodeGrant(AuthlibDeviceCodeGrant):
             if devices.polled_too_soon(credential):
                 raise SlowDownError()
             raise AuthorizationPendingError()
-        user = _active_user(credential.user_id)
+        user = active_user(credential.user_id)
         if user is None:
             raise InvalidGrantError("The user who approved this device no longer exists.")
         if not devices.claim(credential):

@@ -30,7 +30,7 @@ def _settings():
     return current_app.config["SETTINGS"]
 
 
-def _active_user(user_id: str | None) -> User | None:
+def active_user(user_id: str | None) -> User | None:
     user = db.session.get(User, user_id) if user_id else None
     return user if user is not None and user.deleted_at is None else None
 
@@ -96,7 +96,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         # Runs after every check (client, redirect URI, PKCE): this is where the code is spent.
         if not token_service.claim_authorization_code(authorization_code, client_context(self.request.client)):
             raise InvalidGrantError("The authorization code has already been used.")
-        user = _active_user(authorization_code.user_id)
+        user = active_user(authorization_code.user_id)
         if user is None:
             raise InvalidGrantError("The user of this code no longer exists.")
         return user
@@ -128,7 +128,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     def authenticate_user(self, refresh_token):
         if not token_service.claim_refresh_token(refresh_token, client_context(self.request.client)):
             raise InvalidGrantError("The refresh token has already been used.")
-        user = _active_user(refresh_token.user_id)
+        user = active_user(refresh_token.user_id)
         if user is None:
             raise InvalidGrantError("The user of this grant no longer exists.")
         return user

@@ -52,7 +52,7 @@ class IDToken(OpenIDToken):
 
     def encode_id_token(self, token: dict[str, Any], request) -> str:
         settings = current_app.config["SETTINGS"]
-        source = request.authorization_code or request.refresh_token or getattr(request, "credential", None)
+        source = request.authorization_code or request.refresh_token or request.credential
         now = int(tokens.clock())
         claims: dict[str, Any] = {"iss": settings.ISSUER, "aud": request.client.get_client_id(), "iat": now,
                                   "exp": now + settings.ACCESS_TOKEN_TTL}

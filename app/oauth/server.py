@@ -137,7 +137,8 @@ def save_token_response(token: dict, request) -> None:
         audit_log.record_now(audit, org_id=request.client.org_id, action="oauth.token.issue", resource=issued.jti)
         return
     refresh_ttl = current_app.config["SETTINGS"].REFRESH_TOKEN_TTL
-    if grant_type == "authorization_code":
+    if grant_type in ("authorization_code", DEVICE_CODE):
+        sign_in = request.authorization_code or request.credential  # what the person approved
         token_service.record_issue(
             access=issued,
             refresh_token=token.get("refresh_token"),
@@ -148,22 +149,8 @@ def save_token_response(token: dict, request) -> None:
             refresh_ttl=refresh_ttl,
             code=request.authorization_code,
             audit=audit,
-            auth_time=request.authorization_code.auth_time,
-            sid=request.authorization_code.sid,
-        )
-    elif grant_type == DEVICE_CODE:
-        device = request.credential
-        token_service.record_issue(
-            access=issued,
-            refresh_token=token.get("refresh_token"),
-            org_id=request.client.org_id,
-            client_id=request.client.client_id,
-            user_id=request.user.id,
-            scope=token["scope"],
-            refresh_ttl=refresh_ttl,
-            audit=audit,
-            auth_time=device.auth_time,
-            sid=device.sid,
+            auth_time=sign_in.auth_time,
+            sid=sign_in.sid,
         )
     elif grant_type == "refresh_token":
         previous = request.refresh_token

@@ -33,10 +33,12 @@ def keyring() -> KeyRing:
     return current_app.extensions["sensei.keyring"]
 
 
-def granted_scope(scope: str | None, client: OAuthClient) -> str:
-    """Concrete scopes a token carries: the (already bounded) request, or all the client may have."""
+def granted_scope(scope: str | None, client: OAuthClient, *, person: bool = True) -> str:
+    """Concrete scopes a token carries: the (already bounded) request, or all the client may
+    have — without OpenID Connect's when no person is behind the token (client credentials)."""
     requested = scope_rules.parse(scope, protocol=True) if scope else client.scope.split()
-    return scope_rules.to_string(scope_rules.expand(requested))
+    concrete = scope_rules.expand(requested)
+    return scope_rules.to_string(concrete if person else concrete & scope_rules.ALL)
 
 
 class AccessTokenGenerator:
@@ -56,9 +58,7 @@ class AccessTokenGenerator:
         expires_in: int | None = None,
         include_refresh_token: bool = True,
     ) -> dict[str, Any]:
-        scope_string = granted_scope(scope, client)
-        if grant_type == "client_credentials":  # no person: no OpenID Connect scopes
-            scope_string = scope_rules.without_protocol(scope_string)
+        scope_string = granted_scope(scope, client, person=grant_type != "client_credentials")
         now = int(clock())
         ttl = expires_in or self.access_ttl
         jti = base64.urlsafe_b64encode(id_entropy.take(16)).rstrip(b"=").decode()  # as token_urlsafe(16)

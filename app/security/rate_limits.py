@@ -452,16 +452,17 @@ class RateLimiter:
 
     def check_login(self, *, address: str | None, email: str) -> bool:
         """Sign-in attempts: fail closed (raises LimiterUnavailable) when the storage is down."""
-        if not self._login_window(self.login_per_address, f"login-ip:{address}"):
-            return False
-        return self._login_window(self.login_per_account, f"login-account:{email.strip().lower()[:254]}")
+        return self._attempt("login", address, email.strip().lower()[:254])
 
     def check_user_code(self, *, address: str | None, user_id: str) -> bool:
         """Device user codes typed at /device, limited as sign-in attempts are (a user code is
         guessable as a password is): fail closed."""
-        if not self._login_window(self.login_per_address, f"device-ip:{address}"):
+        return self._attempt("device", address, user_id)
+
+    def _attempt(self, kind: str, address: str | None, account: str) -> bool:
+        if not self._login_window(self.login_per_address, f"{kind}-ip:{address}"):
             return False
-        return self._login_window(self.login_per_account, f"device-user:{user_id}")
+        return self._login_window(self.login_per_account, f"{kind}-account:{account}")
 
 
 def quota_for(tier: str, per_second: int | None, per_day: int | None) -> Quota | None:

@@ -33,6 +33,8 @@ PROTOCOL: dict[str, str] = {
 RESOURCES: tuple[str, ...] = tuple(dict.fromkeys(s.split(":")[0] for s in CATALOGUE))
 ACTIONS: tuple[str, ...] = ("read", "write")
 ALL: frozenset[str] = frozenset(CATALOGUE)
+_DESCRIPTIONS: dict[str, str] = {**PROTOCOL, **CATALOGUE}
+_ORDER: tuple[str, ...] = tuple(_DESCRIPTIONS)  # how tokens and pages list scopes
 WILDCARDS: dict[str, str] = {
     **{f"{r}:*": f"All {r} permissions" for r in RESOURCES},
     **{f"*:{a}": f"{a.capitalize()} access to all resources" for a in ACTIONS},
@@ -96,14 +98,13 @@ def parse(scope: str | Iterable[str] | None, *, protocol: bool = False) -> list[
 
 
 def expand(scopes: Iterable[str]) -> frozenset[str]:
-    """Concrete catalogue scopes covered by ``scopes`` (which must already be valid)."""
-    items = list(scopes)
-    concrete: set[str] = {item for item in items if item in PROTOCOL}  # never from a wildcard
-    for item in items:
-        if item in PROTOCOL:
-            continue
+    """Concrete scopes covered by ``scopes`` (which must already be valid). OpenID Connect's
+    are kept as they are: no wildcard names one."""
+    concrete: set[str] = set()
+    for item in scopes:
         if item == "*":
-            return frozenset(ALL | concrete)
+            concrete |= ALL
+            continue
         resource, _, action = item.partition(":")
         if resource == "*":
             concrete |= _of_action(action)
@@ -118,7 +119,7 @@ def to_string(scopes: Iterable[str]) -> str:
     """Concrete scopes in catalogue order (OpenID Connect's first), space-delimited, as tokens
     carry them."""
     wanted = set(scopes)
-    return " ".join(s for s in (*PROTOCOL, *CATALOGUE) if s in wanted)
+    return " ".join(s for s in _ORDER if s in wanted)
 
 
 def for_role(role: str) -> frozenset[str]:
@@ -139,7 +140,7 @@ def check_grantable(requested: Iterable[str], held: frozenset[str], *, granter_r
 def describe(scopes: Iterable[str]) -> list[tuple[str, str]]:
     """(scope, description) pairs for a consent page, in catalogue order."""
     wanted = set(scopes)
-    return [(s, d) for s, d in (*PROTOCOL.items(), *CATALOGUE.items()) if s in wanted]
+    return [(s, _DESCRIPTIONS[s]) for s in _ORDER if s in wanted]
 
 
 def bound_for_role(scope: str, role: str) -> str:
@@ -150,9 +151,4 @@ def bound_for_role(scope: str, role: str) -> str:
 
 
 def is_openid(scope: str | None) -> bool:
-    return bool(scope) and "openid" in scope.split()  # type: ignore[union-attr]
-
-
-def without_protocol(scope: str) -> str:
-    """The API scopes of a scope string (what a client-credentials token may carry)."""
-    return to_string(expand(scope.split()) & ALL)
+    return "openid" in (scope or "").split()

@@ -27,26 +27,28 @@ def device():
     if user is None:
         return redirect(url_for("auth.login", next=request.full_path))
     form = ConfirmForm()
-    typed = request.values.get("user_code", "")
+    typed = request.values.get("user_code", "")[:32]
+
+    def code_page(error: str | None = None, status: int = 200):
+        return render_template("device.html", form=form, user_code=typed, error=error), status
+
     if request.method == "GET":
-        return render_template("device.html", form=form, user_code=typed[:32])
+        return code_page()
     if not form.validate_on_submit():
-        return render_template("device.html", form=form, user_code=typed[:32],
-                               error="The form expired; reload the page and try again."), 400
+        return code_page("The form expired; reload the page and try again.", 400)
     try:
         allowed = limiter().check_user_code(address=request.remote_addr, user_id=user.id)
     except LimiterUnavailable:  # fail closed, as sign-in does: the limit is what stops guessing
-        return render_template("device.html", form=form, user_code=typed[:32], error=UNAVAILABLE), 503
+        return code_page(UNAVAILABLE, 503)
     if not allowed:
-        return render_template("device.html", form=form, user_code=typed[:32], error=THROTTLED), 429
+        return code_page(THROTTLED, 429)
     code = devices.normalize_user_code(typed)
     pending = devices.pending_by_user_code(code) if code else None
     client = db.session.get(OAuthClient, pending.client_id) if pending else None
     if pending is None or client is None or client.deleted_at is not None:
-        return render_template("device.html", form=form, user_code=typed[:32], error=NOT_FOUND), 400
+        return code_page(NOT_FOUND, 400)
     if client.org_id != user.org_id:
-        return render_template("device.html", form=form, user_code=typed[:32],
-                               error="This device's app belongs to another organization."), 403
+        return code_page("This device's app belongs to another organization.", 403)
     granted = scope_rules.bound_for_role(pending.scope, user.role)
     decision = request.form.get("decision")
     if decision in ("allow", "deny"):
