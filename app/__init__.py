@@ -170,11 +170,13 @@ def register_errorhandlers(app: Flask) -> None:
 
 def register_request_hooks(app: Flask) -> None:
     from app.early_count import register_early_count
+    from app.hot_paths import register_hot_paths
     from app.observability import register_request_edge, register_round_trip_counting
     from app.security.body_limit import register_body_limit
     from app.security.headers import register_security_headers
     from app.security.https import register_https_enforcement
 
+    register_hot_paths(app)  # innermost: below the edge, the headers and the early count it relies on
     register_body_limit(app)
     register_https_enforcement(app)
     register_security_headers(app)

@@ -13,13 +13,17 @@ carried all the same.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Flask
 
 from app.oauth import clients
-from app.oauth.client_auth import parse_basic_authorization
-from app.security.rate_limits import EARLY_COUNT, RateLimiter
+from app.oauth.client_auth import basic_credentials
+from app.security.rate_limits import EARLY_COUNT, RateLimiter, Started
 from app.services import api_keys
+from app.services.freshness import Entry
 
+EARLY_CREDENTIAL = "sensei.early_credential"  # the cache entry the early count was started for
 CLIENT_PATHS = ("/oauth/token", "/oauth/introspect", "/oauth/revoke")
 KEY_PATHS = ("/oauth/introspect", "/oauth/revoke")
 GATEWAY_PATH = "/gateway/check"
@@ -33,34 +37,40 @@ class EarlyCount:
         self.limiter = limiter
 
     def __call__(self, environ, start_response):
-        started = self._start(environ)
-        if started is None:
+        if not self._start(environ):
             return self.wsgi_app(environ, start_response)
-        environ[EARLY_COUNT] = started
         try:
             return self.wsgi_app(environ, start_response)
         finally:
             unread = environ.pop(EARLY_COUNT, None)
-            if unread is not None:  # refused before authenticating: counted, and read
+            if isinstance(unread, Started):  # refused before authenticating: counted, and read
                 self.limiter.finish(unread)
 
-    def _start(self, environ):
+    def _start(self, environ) -> bool:
+        """Start the count of a cached credential; the record's cache entry is left in the
+        environ beside it (``EARLY_CREDENTIAL``) for the hot paths."""
         header = environ.get("HTTP_AUTHORIZATION")
         if not header:
-            return None
+            return False
         path = environ.get("PATH_INFO", "")
         scheme, _, credential = header.partition(" ")
         scheme = scheme.lower()
+        entry: Entry[Any] | None
         if scheme == "bearer" and (path.startswith("/v1/") or path in KEY_PATHS or path == GATEWAY_PATH):
-            record = api_keys.cached_active_key(credential.strip())
+            entry = api_keys.cached_active_key(credential.strip())
         elif scheme == "basic" and path in CLIENT_PATHS:
-            credentials = parse_basic_authorization(header)
-            record = clients.cached_client(*credentials) if credentials else None
+            credentials = basic_credentials(header)
+            entry = clients.cached_client(*credentials) if credentials else None
         else:
-            return None
-        if record is None:
-            return None
-        return self.limiter.start(record.bucket, record.quota, org_id=record.org_id)
+            return False
+        if entry is None:
+            return False
+        record = entry.value
+        started = self.limiter.start(record.bucket, record.quota, org_id=record.org_id)
+        if started is None:
+            return False
+        environ[EARLY_COUNT], environ[EARLY_CREDENTIAL] = started, entry
+        return True
 
 
 def register_early_count(app: Flask) -> None:

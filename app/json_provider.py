@@ -28,9 +28,17 @@ class OrjsonProvider(DefaultJSONProvider):
             return super().dumps(obj, **kwargs)
         return self._encode(obj).decode()
 
+    @property
+    def indented(self) -> bool:
+        """Responses are indented, for people reading them (debug mode)."""
+        return (self.compact is None and self._app.debug) or self.compact is False
+
     def response(self, *args: Any, **kwargs: Any) -> Response:
-        if (self.compact is None and self._app.debug) or self.compact is False:
-            return super().response(*args, **kwargs)  # indented, for people reading it
+        if self.indented:
+            return super().response(*args, **kwargs)
         obj = self._prepare_response_obj(args, kwargs)
-        body = self._encode(obj, orjson.OPT_APPEND_NEWLINE)
-        return self._app.response_class(body, mimetype=self.mimetype)  # type: ignore[arg-type]
+        return self._app.response_class(self.response_body(obj), mimetype=self.mimetype)  # type: ignore[arg-type]
+
+    def response_body(self, obj: Any) -> bytes:
+        """The body ``response`` sends for ``obj`` (compact)."""
+        return self._encode(obj, orjson.OPT_APPEND_NEWLINE)

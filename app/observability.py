@@ -234,12 +234,14 @@ def count_redis() -> None:
         round_trips.count_redis()
 
 
-def principal_audit_context(principal):
-    """An audit context for the current request acting as ``principal``."""
-    return request_audit_context(principal.type, principal.id, principal.name)
+def principal_audit_context(principal, environ=None):
+    """An audit context for the current request (or ``environ``'s) acting as ``principal``."""
+    return request_audit_context(principal.type, principal.id, principal.name, environ)
 
 
-def request_audit_context(actor_type: str, actor_id: str | None, actor_name: str):
-    """An audit context for the current request: the actor plus its address and user agent."""
-    environ = request.environ  # what request.remote_addr and the User-Agent header read
+def request_audit_context(actor_type: str, actor_id: str | None, actor_name: str, environ=None):
+    """An audit context for the current request (or ``environ``'s): the actor plus its
+    address and user agent."""
+    if environ is None:
+        environ = request.environ  # what request.remote_addr and the User-Agent header read
     return AuditContext(actor_type, actor_id, actor_name, environ.get("REMOTE_ADDR"), environ.get("HTTP_USER_AGENT"))

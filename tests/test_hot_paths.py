@@ -23,6 +23,7 @@ from app.extensions import db
 from app.models import AuditEvent
 from app.oauth import tokens as token_module
 from app.oauth.tokens import AccessTokenGenerator, decode_access_token, principal_for_access_token
+from app.services import api_keys as key_service
 from app.services import audit as audit_log
 from app.services import clients as client_service
 from app.services import orgs as org_service
@@ -381,3 +382,161 @@ def test_a_token_is_accepted_until_the_second_it_expires_and_refused_from_it(ctx
     assert (principal_for_access_token(token) is not None) is accepted
     # Introspection reports the expiry itself: the claims stay readable either way.
     assert decode_access_token(token, check_expiry=False)["exp"] == exp
+
+
+# -- the hot paths answer as the views do ------------------------------------------------
+#
+# The first call of a credential goes to the view (nothing is cached yet); the next ones take
+# the hot path when they are the ordinary case. Flask's request_started signal tells which
+# way a call went.
+
+VARYING = {"x-request-id", "x-ratelimit-remaining", "x-ratelimit-reset", "date"}
+
+
+def answer(response) -> tuple[int, list[tuple[str, str]], bytes]:
+    headers = sorted((name.lower(), value) for name, value in response.headers if name.lower() not in VARYING)
+    return response.status_code, headers, response.data
+
+
+class ViewCalls:
+    """How many requests reached a Flask view (the hot paths send no request_started)."""
+
+    def __init__(self, app) -> None:
+        self.count = 0
+        self.app = app
+
+    def __enter__(self):
+        from flask import request_started
+
+        request_started.connect(self._seen, self.app)
+        return self
+
+    def __exit__(self, *exc):
+        from flask import request_started
+
+        request_started.disconnect(self._seen, self.app)
+
+    def _seen(self, _sender, **_extra) -> None:
+        self.count += 1
+
+
+def through_both(app, org_id: str, method: str, path: str, **kwargs):
+    """The view's answer, then the hot path's to the same call, and how many took a view.
+
+    A first call caches the credential; a new generation of its organization (what any
+    change publishes) sends the next to the view, which reads it again; the one after is hot."""
+    web = app.test_client()
+    web.open(path, method=method, **kwargs)
+    app.extensions["sensei.limiter"].bump([org_id])
+    with ViewCalls(app) as views:
+        view = web.open(path, method=method, **kwargs)
+        by_view = views.count
+        hot = web.open(path, method=method, **kwargs)
+    return view, hot, (by_view, views.count - by_view)
+
+
+def audit_count(org_id: str, action: str) -> int:
+    db.session.rollback()
+    return db.session.scalar(select(func.count()).select_from(AuditEvent)
+                             .where(AuditEvent.org_id == org_id, AuditEvent.action == action))
+
+
+@needs_redis
+@pytest.mark.parametrize("kind", ["key", "service_account_key"])
+def test_me_and_the_gateway_answer_on_the_hot_path_as_their_views_do(app, ctx, kind):
+    from app.services import service_accounts as account_service
+
+    org = make_org()
+    if kind == "key":
+        _, key = make_api_key(org, scopes="migrations:read connections:read")
+    else:
+        account, _secret = account_service.create_service_account(org_id=org.id, name="ci", scopes=["migrations:read"])
+        key = key_service.create_api_key(org_id=org.id, name="ci key", scopes=["migrations:read"],
+                                         environment="test", service_account_id=account.id)[1]
+    for path in ("/v1/me", "/gateway/check", "/gateway/check?scope=migrations:read",
+                 "/gateway/check?scope=migrations:read&scope=migrations:read"):
+        view, hot, (by_view, by_hot) = through_both(app, org.id, "GET", path, headers=bearer(key))
+        assert (by_view, by_hot) == (1, 0), path
+        assert view.status_code == 200, view.data
+        assert answer(hot) == answer(view), path
+    assert audit_count(org.id, "me.read") == 3
+    assert audit_count(org.id, "gateway.check") == 9
+
+
+@needs_redis
+@pytest.mark.parametrize("caller", ["client", "api_key"])
+def test_introspection_answers_on_the_hot_path_as_its_view_does(app, ctx, caller):
+    org = make_org()
+    client = make_client(org, redirect_uris=())
+    _, key = make_api_key(org)
+    web = app.test_client()
+    token = web.post("/oauth/token", data={"grant_type": "client_credentials"}, headers=basic(client)).json[
+        "access_token"]
+    headers = basic(client) if caller == "client" else bearer(key)
+    for data in ({"token": token}, {"token": token, "token_type_hint": "access_token"}):
+        view, hot, (by_view, by_hot) = through_both(app, org.id, "POST", "/oauth/introspect", headers=headers,
+                                                    data=data)
+        assert view.json["active"] is True
+        assert (by_view, by_hot) == (1, 0)
+        assert answer(hot) == answer(view)
+    assert audit_count(org.id, "oauth.token.introspect") == 6
+
+
+@needs_redis
+def test_what_the_hot_paths_do_not_answer_goes_to_the_view_counted_once(app, ctx):
+    """Refusals, inactive tokens and unusual parameters are the views' answers, each request
+    counted once against the limit and audited once."""
+    org = make_org()
+    org_service.set_limits(org_id=org.id, per_second=1_000, per_day=1_000_000)
+    _, key = make_api_key(org, scopes="migrations:read")
+    client = make_client(org, redirect_uris=())
+    web = app.test_client()
+    token = web.post("/oauth/token", data={"grant_type": "client_credentials"}, headers=basic(client)).json[
+        "access_token"]
+    for _ in range(2):  # cached, then confirmed: hot from here on
+        assert web.get("/v1/me", headers=bearer(key)).status_code == 200
+        assert web.post("/oauth/introspect", data={"token": token}, headers=basic(client)).status_code == 200
+    start = int(web.get("/v1/me", headers=bearer(key)).headers["X-RateLimit-Remaining"])
+    cases = [
+        ("GET", "/gateway/check?scope=billing:read", {}, 403),  # a scope the key lacks
+        ("GET", "/gateway/check?scope=", {}, 400),
+        ("GET", "/gateway/check?scope=migrations%3Aread", {}, 200),  # encoded: the view decodes it
+        ("GET", "/gateway/check?scope=migrations:read&other=1", {}, 200),
+        ("POST", "/oauth/introspect", {"data": {"token": "not-a-token"}}, 200),  # inactive
+        ("POST", "/oauth/introspect", {"data": "token=" + token + "&token=" + token,
+                                       "content_type": "application/x-www-form-urlencoded"}, 400),
+        ("POST", "/oauth/introspect", {"data": {}}, 400),
+        ("POST", "/oauth/introspect?token=" + token, {"data": {"token": token}}, 200),
+    ]
+    with ViewCalls(app) as views:
+        for index, (method, path, extra, status) in enumerate(cases, start=1):
+            response = web.open(path, method=method, headers=bearer(key), **extra)
+            assert response.status_code == status, (path, response.data)
+            if "X-RateLimit-Remaining" in response.headers:  # not on a refusal before authentication
+                assert int(response.headers["X-RateLimit-Remaining"]) == start - index, path  # one count each
+        assert views.count == len(cases)
+    after = web.get("/v1/me", headers=bearer(key)).headers["X-RateLimit-Remaining"]
+    assert int(after) == start - len(cases) - 1
+    assert audit_count(org.id, "gateway.check") == 4
+    inactive = web.post("/oauth/introspect", data={"token": "not-a-token"}, headers=bearer(key))
+    assert inactive.json == {"active": False}
+
+
+@needs_redis
+def test_the_hot_paths_keep_the_limit_and_the_allow_list(app, ctx):
+    org = make_org()
+    org_service.set_limits(org_id=org.id, per_second=1_000, per_day=3)
+    row, key = make_api_key(org)
+    web = app.test_client()
+    with ViewCalls(app) as views:
+        answers = [web.get("/v1/me", headers=bearer(key)).status_code for _ in range(5)]
+    assert answers == [200, 200, 200, 429, 429]
+    assert views.count == 2 + 2  # two to cache and confirm the key, and the two refusals
+    assert audit_count(org.id, "me.read") == 5
+    org_service.set_limits(org_id=org.id, per_second=1_000, per_day=1_000_000)
+    assert web.get("/v1/me", headers=bearer(key)).status_code == 200
+    key_service.update_api_key(org_id=org.id, key_id=row.id, changes={"ip_whitelist": ["203.0.113.0/24"]},
+                               granter=None)
+    with ViewCalls(app) as views:
+        assert [web.get("/v1/me", headers=bearer(key)).status_code for _ in range(3)] == [403] * 3
+        assert views.count == 3

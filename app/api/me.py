@@ -10,6 +10,7 @@ from app.api.openapi import operation
 from app.api.schemas import Me
 from app.services import principals as principal_service
 from app.services import scopes as scope_rules
+from app.services.principals import Principal
 
 
 @bp.get("/me")
@@ -17,7 +18,11 @@ from app.services import scopes as scope_rules
            description="The organization, principal and credential behind the bearer; needs no scope.")
 @require_principal(action="me.read")
 def me():
-    principal = g.principal
+    return describe(g.principal)
+
+
+def describe(principal: Principal) -> Me:
+    """The answer of GET /v1/me (its view and its hot path, ``app.hot_paths``)."""
     org = principal_service.organization_of(principal)
     body: Me = {
         "object": "principal",

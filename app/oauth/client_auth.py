@@ -45,11 +45,17 @@ def _usable(value: str | None) -> bool:
     return value is not None and 0 < len(value) <= MAX_CREDENTIAL_LENGTH and "\x00" not in value
 
 
-def authenticate_client_secret_basic(query_client, request):
-    credentials = parse_basic_authorization(request.headers.get("Authorization"))
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """The client id and secret of a Basic header, if both are usable."""
+    credentials = parse_basic_authorization(header)
     if credentials is None or not all(_usable(v) for v in credentials):
         return None
-    return clients.authenticate(credentials[0], credentials[1])
+    return credentials
+
+
+def authenticate_client_secret_basic(query_client, request):
+    credentials = basic_credentials(request.headers.get("Authorization"))
+    return clients.authenticate(*credentials) if credentials else None
 
 
 def authenticate_client_secret_post(query_client, request):

@@ -96,7 +96,7 @@ def authenticate(client_id: str, secret: str | None) -> Client | None:
     return Client(record, rate_limits.remember(hit))
 
 
-def cached_client(client_id: str, secret: str) -> ClientRecord | None:
-    """The confidential client presenting ``secret`` if this process has it cached
-    (``freshness.cached``)."""
+def cached_client(client_id: str, secret: str) -> freshness.Entry[ClientRecord] | None:
+    """The cache entry of the confidential client presenting ``secret``, if this process has
+    it (``freshness.cached``)."""
     return freshness.cached(_CLIENTS, client_id, lambda record: client_service.check_client_secret(record, secret))

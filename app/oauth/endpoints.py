@@ -149,11 +149,11 @@ def find_token(token: str) -> FoundToken | None:
     )
 
 
-def caller_context(caller) -> AuditContext:
+def caller_context(caller, environ=None) -> AuditContext:
     """Who acts at these endpoints: the API key (or its service account), or the client."""
     if isinstance(caller, ApiKeyCaller):
-        return principal_audit_context(caller.key.principal)
-    return client_context(caller)
+        return principal_audit_context(caller.key.principal, environ)
+    return client_context(caller, environ)
 
 
 class _CallerAuthentication:
@@ -225,10 +225,7 @@ class Introspection(_CallerAuthentication, IntrospectionEndpoint):
 
     def authenticate_token(self, request, client):
         self.check_params(request, client)
-        found = find_token(request.form["token"])
-        if found is not None and found.org_id == client.org_id:
-            return found
-        return None
+        return found_for(request.form["token"], client.org_id)
 
     def query_token(self, token_string, token_type_hint):
         return find_token(token_string)
@@ -238,25 +235,45 @@ class Introspection(_CallerAuthentication, IntrospectionEndpoint):
 
     def create_endpoint_response(self, request):
         status, body, headers = super().create_endpoint_response(request)
-        caller = request.client  # authenticated: a refused caller raised before this line
-        audit_log.record_now(caller_context(caller), org_id=caller.org_id, action="oauth.token.introspect",
-                             resource=(body.get("jti") or body.get("sub")) if body.get("active") else None)
+        record_introspection(request.client, body)  # authenticated: a refused caller raised before this line
         return status, body, headers
 
-    def introspect_token(self, token: FoundToken) -> dict[str, Any]:
-        claims = token.claims
-        payload = {
-            "active": True,
-            "token_type": token.kind,
-            "scope": claims.get("scope", ""),
-            "client_id": claims.get("client_id"),
-            "sub": claims.get("sub"),
-            "iss": claims.get("iss"),
-            "aud": claims.get("aud"),
-            "exp": claims.get("exp"),
-            "iat": claims.get("iat"),
-            "jti": claims.get("jti"),
-            "org": token.org_id,
-            "environment": claims.get("environment"),
-        }
-        return {k: v for k, v in payload.items() if v is not None}
+    def create_introspection_payload(self, token: FoundToken | None) -> dict[str, Any]:
+        return introspection_payload(token) if token is not None and is_active(token) else {"active": False}
+
+
+def record_introspection(caller, body: dict[str, Any], environ=None) -> None:
+    """The audit entry of an answered introspection."""
+    audit_log.record_now(caller_context(caller, environ), org_id=caller.org_id, action="oauth.token.introspect",
+                         resource=(body.get("jti") or body.get("sub")) if body.get("active") else None)
+
+
+def found_for(token: str, org_id: str) -> FoundToken | None:
+    """The token if it is one of ``org_id``'s (what an introspecting caller may see)."""
+    found = find_token(token)
+    return found if found is not None and found.org_id == org_id else None
+
+
+def is_active(token: FoundToken | None) -> bool:
+    """RFC 7662 §2.2: a token found for the caller, neither expired nor revoked."""
+    return token is not None and not token.is_expired() and not token.is_revoked()
+
+
+def introspection_payload(token: FoundToken) -> dict[str, Any]:
+    """The answer for an active token."""
+    claims = token.claims
+    payload = {
+        "active": True,
+        "token_type": token.kind,
+        "scope": claims.get("scope", ""),
+        "client_id": claims.get("client_id"),
+        "sub": claims.get("sub"),
+        "iss": claims.get("iss"),
+        "aud": claims.get("aud"),
+        "exp": claims.get("exp"),
+        "iat": claims.get("iat"),
+        "jti": claims.get("jti"),
+        "org": token.org_id,
+        "environment": claims.get("environment"),
+    }
+    return {k: v for k, v in payload.items() if v is not None}

@@ -6,12 +6,12 @@ from app.observability import request_audit_context
 from app.services.audit import AuditContext
 
 
-def client_context(client) -> AuditContext:
+def client_context(client, environ=None) -> AuditContext:
     """``client`` is an authenticated client of the token endpoint (its record carries its account)."""
     account = client.account
     if account is not None:
-        return request_audit_context("service_account", account.id, account.name)
-    return request_audit_context("client", client.client_id, client.name)
+        return request_audit_context("service_account", account.id, account.name, environ)
+    return request_audit_context("client", client.client_id, client.name, environ)
 
 
 def user_context(user) -> AuditContext:

@@ -2,7 +2,8 @@
 
 With ``SENSEI_ENV=production`` a plain-HTTP request (directly, or as a trusted proxy's
 ``X-Forwarded-Proto: http`` says) is refused on the API and OAuth endpoints with
-``403 https_required`` and redirected to https on pages; every response carries HSTS.
+``403 https_required`` and redirected to https on pages; every response carries HSTS
+(``app.security.headers``).
 The scheme comes from ProxyFix, so only ``SENSEI_TRUSTED_PROXIES`` hops are believed.
 Development serves plain HTTP.
 """
@@ -15,8 +16,6 @@ from flask import Flask, redirect, request
 
 from app.errors import ApiError
 
-HSTS = "max-age=63072000; includeSubDomains"
-
 
 def register_https_enforcement(app: Flask) -> None:
     if not app.config["SETTINGS"].production:
@@ -27,7 +26,7 @@ def register_https_enforcement(app: Flask) -> None:
 
     @app.before_request
     def require_https():
-        if request.scheme == "https":
+        if is_https(request.environ):
             return None
         path = request.path
         if path.startswith(("/v1", "/oauth/token", "/oauth/revoke", "/oauth/introspect", "/.well-known/")):
@@ -35,7 +34,7 @@ def register_https_enforcement(app: Flask) -> None:
         url = urlsplit(request.url)
         return redirect(urlunsplit(("https", issuer_host, url.path, url.query, "")), code=308)
 
-    @app.after_request
-    def strict_transport_security(response):
-        response.headers["Strict-Transport-Security"] = HSTS
-        return response
+
+def is_https(environ) -> bool:
+    """The request came over HTTPS (as the trusted proxies say, through ProxyFix)."""
+    return environ.get("wsgi.url_scheme") == "https"

@@ -486,19 +486,33 @@ def enforce_anonymous(address: str | None) -> Decision:
 EARLY_COUNT = "sensei.early_count"  # the environ key of a count started before routing
 
 
+class Counted(NamedTuple):
+    """An early count already read: a hot path (``app.hot_paths``) that handed its request to
+    the view leaves the count's result here, for the view to use rather than count again."""
+
+    bucket: str
+    org_id: str | None
+    hit: Hit
+
+
 def count(bucket: str, quota: Quota | None, org_id: str) -> Hit:
     """Count a request against ``bucket``, reading ``org_id``'s generation in the same trip
     (the caller ``remember``s the decision it settles on). A count this request started at
     its edge for the same credential (``app.early_count``) is finished instead."""
-    started: Started | None = request.environ.pop(EARLY_COUNT, None)
-    if started is not None and started.bucket == bucket and started.org_id == org_id:
-        hit = limiter().finish(started)
+    early: Started | Counted | None = request.environ.pop(EARLY_COUNT, None)
+    if early is not None and early.bucket == bucket and early.org_id == org_id:
+        hit = early.hit if isinstance(early, Counted) else limiter().finish(early)
     else:
-        if started is not None:  # another credential after all: that count stands, unread
-            limiter().finish(started)
+        if isinstance(early, Started):  # another credential after all: that count stands, unread
+            limiter().finish(early)
         hit = limiter().hit(bucket, quota, org_id=org_id)
-    g.generation = (org_id, hit.generation)
+    note_generation(org_id, hit)
     return hit
+
+
+def note_generation(org_id: str, hit: Hit) -> None:
+    """What ``known_generation`` answers for the rest of the request."""
+    g.generation = (org_id, hit.generation)
 
 
 def known_generation(org_id: str) -> str | None:
@@ -507,7 +521,7 @@ def known_generation(org_id: str) -> str | None:
     return known[1] if known is not None and known[0] == org_id else None
 
 
-def remember(hit: Hit) -> Hit:
+def remember(hit: Hit, environ: dict | None = None) -> Hit:
     """The request's decision goes out in the response's headers (the last one remembered)."""
-    set_response_headers(request.environ, "rate_limit", hit.decision.headers())
+    set_response_headers(request.environ if environ is None else environ, "rate_limit", hit.decision.headers())
     return hit

@@ -273,8 +273,9 @@ def resolve_api_key(plaintext: str, *, count: freshness.Counter) -> tuple[Active
     return key, hit
 
 
-def cached_active_key(plaintext: str) -> ActiveKey | None:
-    """The active key for a presented one if this process has it cached (``freshness.cached``)."""
+def cached_active_key(plaintext: str) -> freshness.Entry[ActiveKey] | None:
+    """The cache entry of the active key for a presented one, if this process has it
+    (``freshness.cached``)."""
     if not plaintext.startswith("sk_"):
         return None
     return freshness.cached(_KEYS, digest(plaintext), ActiveKey.is_active)
@@ -292,14 +293,20 @@ def authenticate_api_key(plaintext: str) -> Principal:
 _touched: dict[str, float] = {}  # key id -> when this process last recorded its use (monotonic)
 
 
-def touch_last_used(key: ActiveKey) -> None:
-    """Record use at most once a minute per key, so the hot path rarely writes."""
+def last_use_due(key: ActiveKey) -> bool:
+    """Whether this use of ``key`` is to be recorded: at most once a minute per key."""
     now, seen = utcnow(), time.monotonic()
     last = _touched.get(key.id)
     if last is None and key.last_used_at is not None:
         last = seen - (now - key.last_used_at).total_seconds()
-    if last is not None and seen - last < LAST_USED_RESOLUTION.total_seconds():
+    return last is None or seen - last >= LAST_USED_RESOLUTION.total_seconds()
+
+
+def touch_last_used(key: ActiveKey) -> None:
+    """Record use at most once a minute per key, so the hot path rarely writes."""
+    if not last_use_due(key):
         return
+    now, seen = utcnow(), time.monotonic()
     if len(_touched) > 10_000:
         _touched.clear()
     _touched[key.id] = seen

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
-from flask import current_app
+from flask import current_app, has_app_context
 from sqlalchemy import func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -132,18 +132,29 @@ def record(
     return event
 
 
-def record_now(context: AuditContext | None, **fields: Any) -> None:
+def record_now(context: AuditContext | None, *, app: Any = None, **fields: Any) -> None:
     """Record an event that stands alone (a read, a refusal, a token issued): no change of
     the request's rolls back with it. In a server process it goes to the writer thread, off
     the request path; without one, or while the writer's queue is full (back-pressure), it is
-    written here in a transaction of its own."""
+    written here in a transaction of its own. ``app``: for a caller outside an app context
+    (the hot paths)."""
     if context is None:
         return
     row = _row(context, **fields)
     context.recorded = True
-    writer: AuditWriter | None = current_app.extensions.get("sensei.audit_writer")
+    if app is None:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+    writer: AuditWriter | None = app.extensions.get("sensei.audit_writer")
     if writer is not None and writer.submit(row):
         return
+    if has_app_context():
+        _write_now(row)
+    else:
+        with app.app_context():
+            _write_now(row)
+
+
+def _write_now(row: dict[str, Any]) -> None:
     db.session.execute(insert(AuditEvent), [row])
     db.session.commit()
 

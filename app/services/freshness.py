@@ -103,11 +103,18 @@ class CredentialCache(Generic[T]):
         return key in self._entries
 
 
-def cached(cache: CredentialCache[C], key: str, usable: Callable[[C], bool]) -> C | None:
-    """The usable record under ``key`` if this process has it; no database, no Redis (its
-    freshness is judged by ``resolve``, where the request authenticates)."""
+def cached(cache: CredentialCache[C], key: str, usable: Callable[[C], bool]) -> Entry[C] | None:
+    """The entry of a usable record under ``key`` if this process has it; no database, no
+    Redis (its freshness is judged where the request authenticates: ``resolve``, or
+    ``confirmed`` on the hot paths)."""
     entry = cache.get(key)
-    return entry.value if entry is not None and usable(entry.value) else None
+    return entry if entry is not None and usable(entry.value) else None
+
+
+def confirmed(entry: Entry[Any], hit: Hit) -> bool:
+    """Whether a cached record may be used: the generation its request's count read is the
+    one it was stored under (``resolve``'s rule for a cached record)."""
+    return hit.generation is not None and hit.generation == entry.generation
 
 
 Counter = Callable[[str, Quota | None, str], Hit]
@@ -132,7 +139,7 @@ def resolve(cache: CredentialCache[C], key: str, *, load: Callable[[], C | None]
     if entry is not None and usable(entry.value):
         cached = entry.value
         hit = count(cached.bucket, cached.quota, cached.org_id)
-        if hit.generation is not None and hit.generation == entry.generation:
+        if confirmed(entry, hit):
             return cached, hit
         value = load()  # after the generation was read: safe to label with it
         cache.store(key, value, hit.generation)
