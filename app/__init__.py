@@ -79,9 +79,6 @@ def configure(app: Flask, settings: Settings) -> None:
     from app.web.session import PageSessionInterface
 
     app.session_interface = PageSessionInterface()
-    if settings.TRUSTED_PROXIES:
-        n = settings.TRUSTED_PROXIES
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0)  # type: ignore[method-assign]
 
 
 def database_uri(url: str) -> str:
@@ -182,7 +179,11 @@ def register_request_hooks(app: Flask) -> None:
     register_security_headers(app)
     register_early_count(app)
     register_round_trip_counting(app)
-    register_request_edge(app)  # outermost: its id and access line cover every response
+    register_request_edge(app)  # its id and access line cover every response
+    settings: Settings = app.config["SETTINGS"]
+    if settings.TRUSTED_PROXIES:  # outermost: every layer, the hot paths' too, sees the client's address
+        n = settings.TRUSTED_PROXIES
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0)  # type: ignore[method-assign]
 
 
 def register_cli(app: Flask) -> None:

@@ -1,7 +1,8 @@
 """The hot paths (issue 8): the commonest calls answered below Flask.
 
 ``GET /v1/me``, ``GET /gateway/check`` and ``POST /oauth/introspect`` are what an API in
-front of Sensei sends on every call of its own. Flask's request machinery (the request and
+front of Sensei sends on every call of its own, and ``POST /oauth/token`` with client
+credentials what every machine client sends. Flask's request machinery (the request and
 URL adapter, the hooks, the view's response object) cost them more than their own work, so
 ``HotPaths``, a WSGI middleware inside the request edge, the security headers and the early
 count, answers them itself when the request is the ordinary case:
@@ -32,6 +33,7 @@ from app.api.gateway import allowed as gateway_allowed
 from app.api.gateway import scopes_well_formed
 from app.early_count import EARLY_CREDENTIAL
 from app.metrics import ROUTE
+from app.oauth.clients import Client
 from app.oauth.endpoints import (
     ApiKeyCaller,
     found_for,
@@ -39,6 +41,7 @@ from app.oauth.endpoints import (
     is_active,
     record_introspection,
 )
+from app.oauth.server import issue_client_token
 from app.observability import principal_audit_context
 from app.security import ip_rules, rate_limits
 from app.security.https import is_https
@@ -46,6 +49,7 @@ from app.security.rate_limits import EARLY_COUNT, Counted, Hit, Started
 from app.services import api_keys as key_service
 from app.services import audit as audit_log
 from app.services.api_keys import ActiveKey
+from app.services.clients import ClientRecord
 from app.services.freshness import Entry, confirmed
 
 Answer = tuple[str, list[tuple[str, str]], bytes]
@@ -64,6 +68,7 @@ class HotPaths:
             ("GET", "/v1/me"): ("/v1/me", self.me),
             ("GET", "/gateway/check"): ("/gateway/check", self.gateway_check),
             ("POST", "/oauth/introspect"): ("/oauth/introspect", self.introspect),
+            ("POST", "/oauth/token"): ("/oauth/token", self.token),
         }
 
     def __call__(self, environ, start_response):
@@ -150,6 +155,21 @@ class HotPaths:
         payload = introspection_payload(found)  # type: ignore[arg-type]  # active: found
         body = self.app.json.dumps(payload).encode()
         record_introspection(caller, payload, environ)
+        return "200 OK", [*OAUTH_JSON, ("Content-Length", str(len(body)))], body
+
+    # -- client credentials -----------------------------------------------------------------
+
+    def token(self, environ, record: Any, hit: Hit) -> Answer | None:
+        if environ.get("QUERY_STRING") or not isinstance(record, ClientRecord):
+            return None
+        form = _read_form(environ, {"grant_type", "scope"})
+        if form is None or form.get("grant_type") != ["client_credentials"]:
+            return None
+        with self.app.app_context():  # signing reads the settings and the key
+            issued = issue_client_token(Client(record, hit), form.get("scope", [None])[0], environ)
+        if issued is None:
+            return None
+        body = self.app.json.dumps(issued).encode()
         return "200 OK", [*OAUTH_JSON, ("Content-Length", str(len(body)))], body
 
     def _json(self, obj: Any) -> bytes:

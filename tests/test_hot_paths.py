@@ -9,10 +9,12 @@ cached and every request reads the database.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import threading
 import time
+from types import SimpleNamespace
 from urllib.parse import quote
 
 import pytest
@@ -539,4 +541,71 @@ def test_the_hot_paths_keep_the_limit_and_the_allow_list(app, ctx):
                                granter=None)
     with ViewCalls(app) as views:
         assert [web.get("/v1/me", headers=bearer(key)).status_code for _ in range(3)] == [403] * 3
+        assert views.count == 3
+
+
+def token_answer(response) -> tuple:
+    """A token response without what differs per token: the token itself, kept as its claims
+    but for the time and id."""
+    status, headers, _body = answer(response)
+    body = dict(response.json)
+    claims = token_module.unverified_header(body["access_token"]), jwt_claims(body.pop("access_token"))
+    headers = [(name, value) for name, value in headers if name != "content-length"]
+    return status, headers, body, claims
+
+
+def jwt_claims(token: str) -> dict:
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return {k: v for k, v in claims.items() if k not in ("jti", "iat", "exp")}
+
+
+@needs_redis
+@pytest.mark.parametrize("kind", ["client", "service_account"])
+def test_client_credentials_tokens_are_issued_on_the_hot_path_as_the_grant_does(app, ctx, kind):
+    from app.services import service_accounts as account_service
+
+    org = make_org()
+    if kind == "client":
+        client = make_client(org, redirect_uris=())
+        headers = basic(client)
+    else:
+        account, secret = account_service.create_service_account(org_id=org.id, name="ci",
+                                                                 scopes=["migrations:read", "connections:read"])
+        headers = basic(SimpleNamespace(client_id=account.client_id, client_secret=secret))
+    for data in ({"grant_type": "client_credentials"}, {"grant_type": "client_credentials", "scope": "migrations:read"}):
+        view, hot, (by_view, by_hot) = through_both(app, org.id, "POST", "/oauth/token", headers=headers, data=data)
+        assert view.status_code == 200, view.data
+        assert (by_view, by_hot) == (1, 0)
+        assert token_answer(hot) == token_answer(view)
+        assert decode_access_token(hot.json["access_token"]) is not None  # a token this server accepts
+    assert audit_count(org.id, "oauth.token.issue") == 6
+
+
+@needs_redis
+def test_token_requests_out_of_the_ordinary_go_to_the_grant(app, ctx):
+    org = make_org()
+    client = make_client(org, redirect_uris=(), scopes="migrations:read")
+    web = app.test_client()
+    for _ in range(2):  # cached, then confirmed
+        assert web.post("/oauth/token", data={"grant_type": "client_credentials"}, headers=basic(client)).status_code == 200
+    cases = [
+        ({"grant_type": "client_credentials", "scope": "billing:read"}, 400, "invalid_scope"),
+        ({"grant_type": "client_credentials", "scope": "openid"}, 400, "invalid_scope"),
+        ({"grant_type": "client_credentials", "scope": "nonsense"}, 400, "invalid_scope"),
+        ({"grant_type": "refresh_token", "refresh_token": "rt_x"}, 400, "unauthorized_client"),
+        ({"grant_type": "client_credentials", "extra": "1"}, 200, None),
+        ({"grant_type": "client_credentials", "scope": "migrations:read migrations:read"}, 200, None),
+    ]
+    with ViewCalls(app) as views:
+        for data, status, error in cases:
+            response = web.post("/oauth/token", data=data, headers=basic(client))
+            assert response.status_code == status, (data, response.data)
+            assert response.json.get("error") == error
+        assert views.count == len(cases)
+    code_only = make_client(org, grant_types=["authorization_code"])
+    with ViewCalls(app) as views:
+        answers = [web.post("/oauth/token", data={"grant_type": "client_credentials"}, headers=basic(code_only))
+                   for _ in range(3)]
+        assert [a.json.get("error") for a in answers] == ["unauthorized_client"] * 3
         assert views.count == 3

@@ -22,3 +22,21 @@ def test_the_trusted_hop_decides_and_a_forged_prefix_changes_nothing(behind_one_
     forged = requests.get(url, headers=bearer(key) | {"X-Forwarded-For": "203.0.113.7, 198.51.100.1"})
     assert forged.status_code == 403 and forged.json()["error"]["code"] == "forbidden"
     assert requests.get(url, headers=bearer(key)).status_code == 403  # no header: the proxy itself
+
+
+def test_an_allow_list_holding_the_proxy_does_not_admit_its_clients(behind_one_proxy, ctx):
+    """Every layer judges the forwarded address, the hot paths included (a cached key)."""
+    org = make_org()
+    row, key = make_api_key(org, scopes="migrations:read")
+    row.ip_whitelist = ["127.0.0.1"]
+    from app.extensions import db
+
+    db.session.commit()
+    url = f"{behind_one_proxy.url}/v1/me"
+    for _ in range(12):  # both workers cache and confirm the key
+        assert requests.get(url, headers=bearer(key) | {"X-Forwarded-For": "127.0.0.1"}).status_code == 200
+    for path in ("/v1/me", "/gateway/check"):
+        refused = {requests.get(f"{behind_one_proxy.url}{path}",
+                                headers=bearer(key) | {"X-Forwarded-For": "198.51.100.1"}).status_code
+                   for _ in range(12)}
+        assert refused == {403}

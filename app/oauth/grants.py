@@ -145,16 +145,25 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     def validate_token_request(self):
         super().validate_token_request()
         client = self.request.client
-        requested = self.request.payload.scope
-        if requested and set(requested.split()) & scope_rules.PROTOCOL.keys():
-            raise InvalidScopeError("openid, profile and email sign a person in: not with client_credentials.")
-        if client.get_allowed_scope(requested) is None:
-            raise InvalidScopeError("The client may not request this scope.")
-        if client.service_account_id:
-            account = client.account  # a client of a deleted account does not authenticate at all
-            if account is None:
-                raise InvalidClientError(status_code=401, description="The service account has been deleted.")
-            if not ip_rules.allows(account.ip_whitelist, flask_request.remote_addr):
-                audit_log.record_now(client_context(client), org_id=client.org_id, action="oauth.token.issue",
-                                     result="failure")
-                raise AddressNotAllowedError()
+        problem = client_credentials_problem(client, self.request.payload.scope, flask_request.remote_addr)
+        if isinstance(problem, AddressNotAllowedError):
+            audit_log.record_now(client_context(client), org_id=client.org_id, action="oauth.token.issue",
+                                 result="failure")
+        if problem is not None:
+            raise problem
+
+
+def client_credentials_problem(client, requested: str | None, address: str | None) -> OAuth2Error | None:
+    """Why an authenticated client may not have a client-credentials token of ``requested``
+    scope from ``address`` (None: it may)."""
+    if requested and set(requested.split()) & scope_rules.PROTOCOL.keys():
+        return InvalidScopeError("openid, profile and email sign a person in: not with client_credentials.")
+    if client.get_allowed_scope(requested) is None:
+        return InvalidScopeError("The client may not request this scope.")
+    if client.service_account_id:
+        account = client.account  # a client of a deleted account does not authenticate at all
+        if account is None:
+            return InvalidClientError(status_code=401, description="The service account has been deleted.")
+        if not ip_rules.allows(account.ip_whitelist, address):
+            return AddressNotAllowedError()
+    return None

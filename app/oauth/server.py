@@ -23,6 +23,7 @@ from app.oauth.grants import (
     ClientCredentialsGrant,
     RateLimitedError,
     RefreshTokenGrant,
+    client_credentials_problem,
 )
 from app.oauth.oidc import CodeIDToken, EndSessionEndpoint, IDToken
 from app.oauth.pkce import StrictCodeChallenge
@@ -130,12 +131,11 @@ def save_token_response(token: dict, request) -> None:
     """Persist what the token response carries (Authlib calls this before responding)."""
     issued = token.pop("_issued")
     grant_type = request.payload.grant_type
+    if grant_type == "client_credentials":
+        record_client_token(request.client, issued)
+        return
     metrics.token_issued(grant_type)
     audit = client_context(request.client)
-    if grant_type == "client_credentials":
-        # A self-contained JWT: nothing to store but the audit entry.
-        audit_log.record_now(audit, org_id=request.client.org_id, action="oauth.token.issue", resource=issued.jti)
-        return
     refresh_ttl = current_app.config["SETTINGS"].REFRESH_TOKEN_TTL
     if grant_type in ("authorization_code", DEVICE_CODE):
         sign_in = request.authorization_code or request.credential  # what the person approved
@@ -168,6 +168,32 @@ def save_token_response(token: dict, request) -> None:
             auth_time=previous.auth_time,
             sid=previous.sid,
         )
+
+
+def record_client_token(client, issued: token_service.IssuedAccessToken, environ=None) -> None:
+    """A client-credentials token is a self-contained JWT: nothing to store but its audit entry."""
+    metrics.token_issued("client_credentials")
+    audit_log.record_now(client_context(client, environ), org_id=client.org_id, action="oauth.token.issue",
+                         resource=issued.jti)
+
+
+def issue_client_token(client, scope: str | None, environ) -> dict | None:
+    """A client-credentials token for an authenticated ``client`` (``Client``), issued and
+    audited as the grant does, or None when the grant would refuse (the hot path's case:
+    the grant then answers the request)."""
+    server = authorization_server()
+    if not client.check_grant_type(ClientCredentialsGrant.GRANT_TYPE) or client.is_public:
+        return None
+    try:
+        server.validate_requested_scope(scope)
+    except InvalidScopeError:
+        return None
+    if client_credentials_problem(client, scope, environ.get("REMOTE_ADDR")) is not None:
+        return None
+    token = server.generate_token(grant_type=ClientCredentialsGrant.GRANT_TYPE, client=client, scope=scope,
+                                  include_refresh_token=False)
+    record_client_token(client, token.pop("_issued"), environ)
+    return token
 
 
 def init_oauth(app: Flask) -> None:
