@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import Flask
 
@@ -41,11 +41,11 @@ from app.oauth.endpoints import (
     is_active,
     record_introspection,
 )
-from app.oauth.server import issue_client_token
+from app.oauth.server import client_token, record_client_token
 from app.observability import principal_audit_context
 from app.security import ip_rules, rate_limits
 from app.security.https import is_https
-from app.security.rate_limits import EARLY_COUNT, Counted, Hit, Started
+from app.security.rate_limits import EARLY_COUNT, Counted, Started
 from app.services import api_keys as key_service
 from app.services import audit as audit_log
 from app.services.api_keys import ActiveKey
@@ -58,13 +58,21 @@ PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345678
 OAUTH_JSON = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 
 
+class Prepared(NamedTuple):
+    """A hot path's answer, made while the request's count is in flight, and what is to be
+    recorded (the audit entry) once the count lets the answer go out."""
+
+    answer: Answer
+    record: Callable[[], None]
+
+
 class HotPaths:
     def __init__(self, wsgi_app, app: Flask) -> None:
         self.wsgi_app = wsgi_app
         self.app = app
         self.limiter = app.extensions["sensei.limiter"]
         self.https_only = app.config["SETTINGS"].production
-        self.routes: dict[tuple[str, str], tuple[str, Callable[..., Answer | None]]] = {
+        self.routes: dict[tuple[str, str], tuple[str, Callable[..., Prepared | None]]] = {
             ("GET", "/v1/me"): ("/v1/me", self.me),
             ("GET", "/gateway/check"): ("/gateway/check", self.gateway_check),
             ("POST", "/oauth/introspect"): ("/oauth/introspect", self.introspect),
@@ -77,21 +85,26 @@ class HotPaths:
         if (route is None or type(started) is not Started or (self.https_only and not is_https(environ))
                 or self.app.json.indented):  # type: ignore[attr-defined]
             return self.wsgi_app(environ, start_response)
+        rule, handler = route
+        entry: Entry[Any] = environ[EARLY_CREDENTIAL]
+        # The answer is made first, under the generation the cached record was stored with,
+        # so that the count's round trip overlaps the work; nothing is recorded or sent
+        # unless the count then confirms that generation and allows the request.
+        try:
+            prepared = handler(environ, entry)
+        except Exception:  # the view meets it again and answers it in its surface's shape
+            prepared = None
         hit = self.limiter.finish(started)
         environ[EARLY_COUNT] = Counted(started.bucket, started.org_id, hit)  # the view's, if it answers
-        entry: Entry[Any] = environ[EARLY_CREDENTIAL]
-        if not confirmed(entry, hit) or not hit.decision.allowed:
+        if prepared is None or not confirmed(entry, hit) or not hit.decision.allowed:
             return self.wsgi_app(environ, start_response)
-        rule, handler = route
         try:
-            answer = handler(environ, entry.value, hit)
-        except Exception:  # the view meets it again and answers it in its surface's shape
-            answer = None
-        if answer is None:
+            prepared.record()
+        except Exception:  # not recorded (the database is down and the writer full): the view's
             return self.wsgi_app(environ, start_response)
         rate_limits.remember(hit, environ)
         environ[ROUTE] = rule
-        status, headers, body = answer
+        status, headers, body = prepared.answer
         start_response(status, headers)
         return [body]
 
@@ -106,17 +119,20 @@ class HotPaths:
             return None
         return record.principal
 
-    def me(self, environ, record: Any, _hit: Hit) -> Answer | None:
-        principal = self._key_principal(environ, record)
+    def _audited(self, environ, principal, action: str):
+        context = principal_audit_context(principal, environ)
+        return lambda: audit_log.record_now(context, app=self.app, org_id=principal.org_id, action=action)
+
+    def me(self, environ, entry: Entry[Any]) -> Prepared | None:
+        principal = self._key_principal(environ, entry.value)
         if principal is None:
             return None
         body = self._json(me_view.describe(principal))
-        audit_log.record_now(principal_audit_context(principal, environ), app=self.app, org_id=principal.org_id,
-                             action="me.read")
-        return "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))], body
+        return Prepared(("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+                         body), self._audited(environ, principal, "me.read"))
 
-    def gateway_check(self, environ, record: Any, _hit: Hit) -> Answer | None:
-        principal = self._key_principal(environ, record)
+    def gateway_check(self, environ, entry: Entry[Any]) -> Prepared | None:
+        principal = self._key_principal(environ, entry.value)
         wanted = _plain_values(environ.get("QUERY_STRING", ""), {"scope"}, repeat=True)
         if principal is None or wanted is None:
             return None
@@ -125,52 +141,55 @@ class HotPaths:
             return None
         payload, _status, extra = gateway_allowed(principal)
         body = self._json(payload)
-        audit_log.record_now(principal_audit_context(principal, environ), app=self.app, org_id=principal.org_id,
-                             action="gateway.check")
-        return ("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                           *extra.items()], body)
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *extra.items()]
+        return Prepared(("200 OK", headers, body), self._audited(environ, principal, "gateway.check"))
 
     # -- introspection: a client or an API key ----------------------------------------------
 
-    def introspect(self, environ, record: Any, hit: Hit) -> Answer | None:
+    def introspect(self, environ, entry: Entry[Any]) -> Prepared | None:
         if environ.get("QUERY_STRING"):
             return None
         with self.app.app_context():  # the token's verification reads the settings and the keys
-            return self._introspect(environ, record, hit)
+            return self._introspect(environ, entry)
 
-    def _introspect(self, environ, record: Any, hit: Hit) -> Answer | None:
+    def _introspect(self, environ, entry: Entry[Any]) -> Prepared | None:
         form = _read_form(environ, {"token", "token_type_hint"})
         if form is None or not form.get("token") or form["token"][0].startswith(("sk_", "rt_")):
             return None  # API keys and refresh tokens are looked up in the database: the view's
+        record = entry.value
         if isinstance(record, ActiveKey):
             if self._key_principal(environ, record) is None:
                 return None
             caller: Any = ApiKeyCaller(record)
         else:
             caller = record  # a confidential client whose secret matched (``clients.cached_client``)
-        rate_limits.note_generation(caller.org_id, hit)
+        rate_limits.note_generation(caller.org_id, entry.generation)  # what the count must confirm
         found = found_for(form["token"][0], caller.org_id)
-        if not is_active(found):
+        if found is None or not is_active(found):
             return None
-        payload = introspection_payload(found)  # type: ignore[arg-type]  # active: found
+        payload = introspection_payload(found)
         body = self.app.json.dumps(payload).encode()
-        record_introspection(caller, payload, environ)
-        return "200 OK", [*OAUTH_JSON, ("Content-Length", str(len(body)))], body
+        return Prepared(("200 OK", [*OAUTH_JSON, ("Content-Length", str(len(body)))], body),
+                        lambda: record_introspection(caller, payload, environ, app=self.app))
 
     # -- client credentials -----------------------------------------------------------------
 
-    def token(self, environ, record: Any, hit: Hit) -> Answer | None:
+    def token(self, environ, entry: Entry[Any]) -> Prepared | None:
+        record = entry.value
         if environ.get("QUERY_STRING") or not isinstance(record, ClientRecord):
             return None
         form = _read_form(environ, {"grant_type", "scope"})
         if form is None or form.get("grant_type") != ["client_credentials"]:
             return None
+        client = Client(record)
         with self.app.app_context():  # signing reads the settings and the key
-            issued = issue_client_token(Client(record, hit), form.get("scope", [None])[0], environ)
-        if issued is None:
+            made = client_token(client, form.get("scope", [None])[0], environ.get("REMOTE_ADDR"))
+        if made is None:
             return None
-        body = self.app.json.dumps(issued).encode()
-        return "200 OK", [*OAUTH_JSON, ("Content-Length", str(len(body)))], body
+        token, issued = made
+        body = self.app.json.dumps(token).encode()
+        return Prepared(("200 OK", [*OAUTH_JSON, ("Content-Length", str(len(body)))], body),
+                        lambda: record_client_token(client, issued, environ, app=self.app))
 
     def _json(self, obj: Any) -> bytes:
         return self.app.json.response_body(obj)  # type: ignore[attr-defined]

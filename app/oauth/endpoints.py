@@ -242,9 +242,10 @@ class Introspection(_CallerAuthentication, IntrospectionEndpoint):
         return introspection_payload(token) if token is not None and is_active(token) else {"active": False}
 
 
-def record_introspection(caller, body: dict[str, Any], environ=None) -> None:
+def record_introspection(caller, body: dict[str, Any], environ=None, app=None) -> None:
     """The audit entry of an answered introspection."""
-    audit_log.record_now(caller_context(caller, environ), org_id=caller.org_id, action="oauth.token.introspect",
+    audit_log.record_now(caller_context(caller, environ), app=app, org_id=caller.org_id,
+                         action="oauth.token.introspect",
                          resource=(body.get("jti") or body.get("sub")) if body.get("active") else None)
 
 

@@ -170,17 +170,18 @@ def save_token_response(token: dict, request) -> None:
         )
 
 
-def record_client_token(client, issued: token_service.IssuedAccessToken, environ=None) -> None:
+def record_client_token(client, issued: token_service.IssuedAccessToken, environ=None, app=None) -> None:
     """A client-credentials token is a self-contained JWT: nothing to store but its audit entry."""
     metrics.token_issued("client_credentials")
-    audit_log.record_now(client_context(client, environ), org_id=client.org_id, action="oauth.token.issue",
-                         resource=issued.jti)
+    audit_log.record_now(client_context(client, environ), app=app, org_id=client.org_id,
+                         action="oauth.token.issue", resource=issued.jti)
 
 
-def issue_client_token(client, scope: str | None, environ) -> dict | None:
-    """A client-credentials token for an authenticated ``client`` (``Client``), issued and
-    audited as the grant does, or None when the grant would refuse (the hot path's case:
-    the grant then answers the request)."""
+def client_token(client, scope: str | None, address: str | None
+                 ) -> tuple[dict, token_service.IssuedAccessToken] | None:
+    """A client-credentials token for an authenticated ``client`` (``Client``) as the grant
+    makes it, not yet recorded (``record_client_token``, when it is sent), or None when the
+    grant would refuse (the hot path's case: the grant then answers the request)."""
     server = authorization_server()
     if not client.check_grant_type(ClientCredentialsGrant.GRANT_TYPE) or client.is_public:
         return None
@@ -188,12 +189,11 @@ def issue_client_token(client, scope: str | None, environ) -> dict | None:
         server.validate_requested_scope(scope)
     except InvalidScopeError:
         return None
-    if client_credentials_problem(client, scope, environ.get("REMOTE_ADDR")) is not None:
+    if client_credentials_problem(client, scope, address) is not None:
         return None
     token = server.generate_token(grant_type=ClientCredentialsGrant.GRANT_TYPE, client=client, scope=scope,
                                   include_refresh_token=False)
-    record_client_token(client, token.pop("_issued"), environ)
-    return token
+    return token, token.pop("_issued")
 
 
 def init_oauth(app: Flask) -> None:

@@ -506,13 +506,13 @@ def count(bucket: str, quota: Quota | None, org_id: str) -> Hit:
         if isinstance(early, Started):  # another credential after all: that count stands, unread
             limiter().finish(early)
         hit = limiter().hit(bucket, quota, org_id=org_id)
-    note_generation(org_id, hit)
+    note_generation(org_id, hit.generation)
     return hit
 
 
-def note_generation(org_id: str, hit: Hit) -> None:
+def note_generation(org_id: str, generation: str | None) -> None:
     """What ``known_generation`` answers for the rest of the request."""
-    g.generation = (org_id, hit.generation)
+    g.generation = (org_id, generation)
 
 
 def known_generation(org_id: str) -> str | None:
