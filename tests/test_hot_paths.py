@@ -609,3 +609,20 @@ def test_token_requests_out_of_the_ordinary_go_to_the_grant(app, ctx):
                    for _ in range(3)]
         assert [a.json.get("error") for a in answers] == ["unauthorized_client"] * 3
         assert views.count == 3
+
+
+@needs_redis
+def test_a_token_refused_by_the_limit_is_neither_sent_nor_recorded(app, ctx):
+    """The hot path signs while the count is in flight; a count that refuses discards it."""
+    org = make_org()
+    org_service.set_limits(org_id=org.id, per_second=1_000, per_day=4)
+    client = make_client(org, redirect_uris=())
+    web = app.test_client()
+    answers = [web.post("/oauth/token", data={"grant_type": "client_credentials"}, headers=basic(client))
+               for _ in range(6)]
+    assert [a.status_code for a in answers] == [200] * 4 + [429] * 2
+    assert all("access_token" not in a.json for a in answers[4:])
+    db.session.rollback()
+    issued = db.session.execute(select(AuditEvent.result, func.count()).where(
+        AuditEvent.org_id == org.id, AuditEvent.action == "oauth.token.issue").group_by(AuditEvent.result)).all()
+    assert dict(issued) == {"success": 4}
