@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -70,6 +71,12 @@ class Cli:
         assert len(lines) == 1 and lines[0].strip(), (args, result.stderr)
         assert result.stdout == "", (args, result.stdout)
         return lines[0]
+
+    def fails_each(self, calls: list[tuple[tuple[str, ...], str | None]]) -> list[str]:
+        """``fails`` for independent calls (args, stdin), run three at a time (each CLI run
+        costs a second or more): the lines in the order of ``calls``."""
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            return list(pool.map(lambda call: self.fails(*call[0], input=call[1]), calls))
 
     def app(self):
         return create_app({"DATABASE_URL": self.database_url, "KEYS_DIR": str(self.keys_dir)})
@@ -316,43 +323,53 @@ def test_flask_cli_group_runs_the_same_commands(ready):
 
 
 def test_create_user_bad_input(ready, org_id):
-    def create(email: str, org: str, role: str, password: str = PASSWORD) -> str:
-        return ready.fails("create-user", email, "--org", org, "--role", role, "--password-stdin", "--json",
-                           input=password + "\n")
+    def create(email: str, org: str, role: str, password: str = PASSWORD) -> tuple[tuple[str, ...], str]:
+        return ("create-user", email, "--org", org, "--role", role, "--password-stdin", "--json"), password + "\n"
 
-    assert "org" in create("a@example.com", "org_doesnotexist", "owner").lower()
-    assert "org" in create("a@example.com", "' OR 1=1 --", "owner").lower()
-    assert "org" in create("a@example.com", "x" * 5000, "owner").lower()
-    assert "role" in create("a@example.com", org_id, "superuser").lower()
-    assert "role" in create("a@example.com", org_id, "").lower()
-    assert "password" in create("a@example.com", org_id, "owner", "short").lower()
-    assert "password" in create("a@example.com", org_id, "owner", "").lower()
-    assert "password" in create("a@example.com", org_id, "owner", "x" * 2000).lower()
-    assert "email" in create("not-an-email", org_id, "owner").lower()
-    assert "email" in create("a@b", org_id, "owner").lower()
+    cases = [
+        (create("a@example.com", "org_doesnotexist", "owner"), "org"),
+        (create("a@example.com", "' OR 1=1 --", "owner"), "org"),
+        (create("a@example.com", "x" * 5000, "owner"), "org"),
+        (create("a@example.com", org_id, "superuser"), "role"),
+        (create("a@example.com", org_id, ""), "role"),
+        (create("a@example.com", org_id, "owner", "short"), "password"),
+        (create("a@example.com", org_id, "owner", ""), "password"),
+        (create("a@example.com", org_id, "owner", "x" * 2000), "password"),
+        (create("not-an-email", org_id, "owner"), "email"),
+        (create("a@b", org_id, "owner"), "email"),
+    ]
+    lines = ready.fails_each([call for call, _ in cases])
+    for (call, needle), line in zip(cases, lines, strict=True):
+        assert needle in line.lower(), (call, line)
     ready.json("create-user", "taken@example.com", "--org", org_id, "--role", "viewer", "--password-stdin",
                input=PASSWORD + "\n")
-    line = create("TAKEN@example.com", org_id, "viewer")
-    assert "exists" in line.lower() and PASSWORD not in line
-    assert "tiny-pw" not in create("a@example.com", org_id, "owner", "tiny-pw")  # never echoed
+    taken, tiny = ready.fails_each([create("TAKEN@example.com", org_id, "viewer"),
+                                    create("a@example.com", org_id, "owner", "tiny-pw")])
+    assert "exists" in taken.lower() and PASSWORD not in taken
+    assert "tiny-pw" not in tiny  # never echoed
 
 
 def test_create_api_key_bad_input(ready, org_id):
-    def create(*args: str) -> str:
-        return ready.fails("create-api-key", "--name", "k", *args, "--json")
+    def create(*args: str) -> tuple[tuple[str, ...], None]:
+        return ("create-api-key", "--name", "k", *args, "--json"), None
 
-    assert "org" in create("--org", "org_doesnotexist", "--scopes", "migrations:read").lower()
-    assert "migrations:delete" in create("--org", org_id, "--scopes", "migrations:delete")
-    assert "scope" in create("--org", org_id, "--scopes", "").lower()
-    assert "scope" in create("--org", org_id, "--scopes", "   ").lower()
-    assert "*" in create("--org", org_id, "--scopes", "migrations:read ***")
     past = (datetime.now(UTC) - timedelta(days=1)).isoformat()
-    assert "expires_at" in create("--org", org_id, "--scopes", "migrations:read", "--expires-at", past)
-    assert "expires_at" in create("--org", org_id, "--scopes", "migrations:read", "--expires-at", "tomorrow")
-    assert "expires_at" in create("--org", org_id, "--scopes", "migrations:read", "--expires-at",
-                                  "2999-01-01T00:00:00")  # no timezone
-    assert "expires_at" in create("--org", org_id, "--scopes", "migrations:read", "--expires-at",
-                                  "2999-13-45T99:99:99Z")
+    cases = [
+        (create("--org", "org_doesnotexist", "--scopes", "migrations:read"), "org"),
+        (create("--org", org_id, "--scopes", "migrations:delete"), "migrations:delete"),
+        (create("--org", org_id, "--scopes", ""), "scope"),
+        (create("--org", org_id, "--scopes", "   "), "scope"),
+        (create("--org", org_id, "--scopes", "migrations:read ***"), "*"),
+        (create("--org", org_id, "--scopes", "migrations:read", "--expires-at", past), "expires_at"),
+        (create("--org", org_id, "--scopes", "migrations:read", "--expires-at", "tomorrow"), "expires_at"),
+        (create("--org", org_id, "--scopes", "migrations:read", "--expires-at", "2999-01-01T00:00:00"),
+         "expires_at"),  # no timezone
+        (create("--org", org_id, "--scopes", "migrations:read", "--expires-at", "2999-13-45T99:99:99Z"),
+         "expires_at"),
+    ]
+    lines = ready.fails_each([call for call, _ in cases])
+    for (call, needle), line in zip(cases, lines, strict=True):
+        assert needle in line.lower(), (call, line)
     # Nothing was created by any of these.
     from app.models import ApiKey
 
@@ -363,25 +380,28 @@ def test_create_api_key_bad_input(ready, org_id):
 
 
 def test_create_client_bad_input(ready, org_id):
-    def create(*args: str) -> str:
-        return ready.fails("create-client", "--name", "App", *args, "--json")
+    def create(*args: str) -> tuple[tuple[str, ...], None]:
+        return ("create-client", "--name", "App", *args, "--json"), None
 
-    line = create("--org", org_id, "--redirect-uri", "http://evil.example/cb", "--scopes", "migrations:read")
-    assert "http://evil.example/cb" in line and "https" in line
-    for uri in ("https://app.example.com/*", "https://app.example.com/cb#frag", "javascript:alert(1)",
-                "not a uri", "https://", "ftp://app.example.com/cb"):
-        create("--org", org_id, "--redirect-uri", uri, "--scopes", "migrations:read")
-    assert "nope:read" in create("--org", org_id, "--redirect-uri", "https://app.example.com/cb",
-                                 "--scopes", "nope:read")
-    assert "org" in create("--org", "org_doesnotexist", "--redirect-uri", "https://app.example.com/cb",
-                           "--scopes", "migrations:read").lower()
-    assert "redirect" in create("--org", org_id, "--public", "--scopes", "migrations:read").lower()
+    uris = ("http://evil.example/cb", "https://app.example.com/*", "https://app.example.com/cb#frag",
+            "javascript:alert(1)", "not a uri", "https://", "ftp://app.example.com/cb")
+    calls = [create("--org", org_id, "--redirect-uri", uri, "--scopes", "migrations:read") for uri in uris]
+    calls += [
+        create("--org", org_id, "--redirect-uri", "https://app.example.com/cb", "--scopes", "nope:read"),
+        create("--org", "org_doesnotexist", "--redirect-uri", "https://app.example.com/cb",
+               "--scopes", "migrations:read"),
+        create("--org", org_id, "--public", "--scopes", "migrations:read"),
+    ]
+    lines = ready.fails_each(calls)
+    assert "http://evil.example/cb" in lines[0] and "https" in lines[0]
+    assert "nope:read" in lines[len(uris)]
+    assert "org" in lines[len(uris) + 1].lower()
+    assert "redirect" in lines[len(uris) + 2].lower()
 
 
 def test_create_org_bad_input(ready):
-    assert "name" in ready.fails("create-org", "", "--json").lower()
-    assert "name" in ready.fails("create-org", "   ", "--json").lower()
-    assert "name" in ready.fails("create-org", "x" * 300, "--json").lower()
+    lines = ready.fails_each([(("create-org", name, "--json"), None) for name in ("", "   ", "x" * 300)])
+    assert all("name" in line.lower() for line in lines), lines
 
 
 def test_usage_errors_name_the_problem_without_a_traceback(ready):
