@@ -55,6 +55,7 @@ from app.services.freshness import Entry, confirmed
 Answer = tuple[str, list[tuple[str, str]], bytes]
 MAX_FORM_BYTES = 8192  # a hot request's body: a token and its hint
 PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:")  # needs no decoding
+API_JSON = [("Content-Type", "application/json")]
 OAUTH_JSON = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 
 
@@ -127,9 +128,8 @@ class HotPaths:
         principal = self._key_principal(environ, entry.value)
         if principal is None:
             return None
-        body = self._json(me_view.describe(principal))
-        return Prepared(("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
-                         body), self._audited(environ, principal, "me.read"))
+        return Prepared(_ok(self._json(me_view.describe(principal)), API_JSON),
+                        self._audited(environ, principal, "me.read"))
 
     def gateway_check(self, environ, entry: Entry[Any]) -> Prepared | None:
         principal = self._key_principal(environ, entry.value)
@@ -140,9 +140,8 @@ class HotPaths:
         if not scopes_well_formed(scopes) or not all(principal.has_scope(scope) for scope in scopes):
             return None
         payload, _status, extra = gateway_allowed(principal)
-        body = self._json(payload)
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *extra.items()]
-        return Prepared(("200 OK", headers, body), self._audited(environ, principal, "gateway.check"))
+        return Prepared(_ok(self._json(payload), API_JSON, extra.items()),
+                        self._audited(environ, principal, "gateway.check"))
 
     # -- introspection: a client or an API key ----------------------------------------------
 
@@ -168,8 +167,7 @@ class HotPaths:
         if found is None or not is_active(found):
             return None
         payload = introspection_payload(found)
-        body = self.app.json.dumps(payload).encode()
-        return Prepared(("200 OK", [*OAUTH_JSON, ("Content-Length", str(len(body)))], body),
+        return Prepared(_ok(self.app.json.dumps(payload).encode(), OAUTH_JSON),
                         lambda: record_introspection(caller, payload, environ, app=self.app))
 
     # -- client credentials -----------------------------------------------------------------
@@ -187,12 +185,16 @@ class HotPaths:
         if made is None:
             return None
         token, issued = made
-        body = self.app.json.dumps(token).encode()
-        return Prepared(("200 OK", [*OAUTH_JSON, ("Content-Length", str(len(body)))], body),
+        return Prepared(_ok(self.app.json.dumps(token).encode(), OAUTH_JSON),
                         lambda: record_client_token(client, issued, environ, app=self.app))
 
     def _json(self, obj: Any) -> bytes:
         return self.app.json.response_body(obj)  # type: ignore[attr-defined]
+
+
+def _ok(body: bytes, headers: list[tuple[str, str]], after=()) -> Answer:
+    """A 200 with the headers in the order the view's response has them."""
+    return "200 OK", [*headers, ("Content-Length", str(len(body))), *after], body
 
 
 def _read_form(environ, names: set[str]) -> dict[str, list[str]] | None:
